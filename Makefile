@@ -23,6 +23,10 @@ deps:
 $(STAMP): pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	@$(VPY) -m pip install -q --upgrade pip
+	@# nut2's setup.py imports telnetlib (removed in 3.13): give it the backport and build it in this venv
+	@if $(VPY) -c 'import sys; sys.exit(sys.version_info < (3, 13))'; then \
+	  $(VPY) -m pip install -q standard-telnetlib setuptools wheel && \
+	  $(VPY) -m pip install -q --no-build-isolation 'nut2>=2.1,<3'; fi
 	@$(VPY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
