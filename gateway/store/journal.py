@@ -57,7 +57,18 @@ def _m1(db: sqlite_utils.Database) -> None:
     db["samples"].create_index(["series", "ts"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1]
+def _m2(db: sqlite_utils.Database) -> None:
+    # temporary order numbers taken while CRM was unreachable, to reconcile once it is back
+    db["orders"].create({"id": int, "number": str, "initials": str, "created_at": float, "note": str,
+                         "reconciled_at": float, "reconciled_by": str}, pk="id")
+    db["orders"].create_index(["number"], unique=True)
+    # staff notices sent per maintenance occurrence and stage, so none is sent twice
+    db["notices"].create({"id": int, "key": str, "created_at": float, "kind": str, "title": str,
+                          "short": str, "body": str, "starts_at": float, "ends_at": float}, pk="id")
+    db["notices"].create_index(["key"], unique=True)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -152,6 +163,13 @@ class _Base:
     def maintenance(self, include_cancelled: bool = False) -> list[dict[str, Any]]:
         where = "" if include_cancelled else "WHERE cancelled_at IS NULL"
         return self.query(f"SELECT * FROM maintenance {where} ORDER BY id")
+
+    def orders(self, open_only: bool = False) -> list[dict[str, Any]]:
+        where = "WHERE reconciled_at IS NULL" if open_only else ""
+        return self.query(f"SELECT * FROM orders {where} ORDER BY id")
+
+    def notices(self, limit: int = 20) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM notices ORDER BY id DESC LIMIT ?", [limit])
 
     def drills(self, limit: int = 50) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM drills ORDER BY id DESC LIMIT ?", [limit])
