@@ -14,6 +14,7 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,8 @@ class Notify:
     retry_max_s: float = opt(900.0, min=1, max=86400)
     coalesce_s: float = opt(120.0, min=0, max=86400)
     staff: list[str] = opt(factory=list)  # target names that receive staff notices
+    link_base_url: str | None = None  # e.g. http://gateway.office.lan:8080 — for acknowledge links in messages
+    outage_update_min: int = opt(30, min=1, max=1440)  # "next update in N min" of outage notices
 
 
 @dataclass(frozen=True)
@@ -482,7 +485,12 @@ def _check(cfg: Config, probs: _Problems) -> None:
         if t.after_on_battery_s is None and t.runtime_below_s is None and t.charge_below_pct is None:
             probs.add(f"power.tiers[{i}]", "a tier trigger needs after_on_battery_s, runtime_below_s or charge_below_pct")
     targets = {t.name for t in cfg.notify.targets}
+    for name in cfg.notify.staff:
+        if name not in targets:
+            probs.add("notify.staff", f"no notify target named {name!r}")
     for i, lvl in enumerate(cfg.notify.escalation):
+        if lvl.hours and not re.fullmatch(r"\d{1,2}:\d{2}-\d{1,2}:\d{2}", lvl.hours):
+            probs.add(f"notify.escalation[{i}].hours", f"{lvl.hours!r} is not HH:MM-HH:MM")
         for name in lvl.targets:
             if name not in targets:
                 probs.add(f"notify.escalation[{i}].targets", f"no notify target named {name!r}")
@@ -492,7 +500,21 @@ def _check(cfg: Config, probs: _Problems) -> None:
         if s.address and not re.fullmatch(r"\[?[\w.:\-]+\]?:\d{1,5}", s.address):
             probs.add(f"services[{i}].address", f"{s.address!r} is not host:port")
     svc = {s.name for s in cfg.services}
+    from gateway.core.maintenance import RecurrenceError, parse_recurrence
+
     for i, m in enumerate(cfg.maintenance):
+        if m.recurrence:
+            try:
+                parse_recurrence(m.recurrence)
+            except RecurrenceError as exc:
+                probs.add(f"maintenance[{i}].recurrence", str(exc))
+        for key in ("start", "end"):
+            v = getattr(m, key)
+            if v:
+                try:
+                    datetime.fromisoformat(v)
+                except ValueError:
+                    probs.add(f"maintenance[{i}].{key}", f"{v!r} is not an ISO date-time (2026-12-01T19:30)")
         if bool(m.recurrence) == bool(m.start):
             probs.add(f"maintenance[{i}]", "give either recurrence or start/end")
         if m.start and not m.end:

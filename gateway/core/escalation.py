@@ -9,6 +9,8 @@ delay so a flapping line yields one "back again" note instead of a storm.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field, replace
 
 from gateway.core.base import Effect, Event
@@ -156,3 +158,8 @@ def step(state: State, event: Event, now: float) -> tuple[State, tuple[Effect, .
         if ch.recovery_sent and ch.closed_at is not None:
             del chains[cid]
     return replace(state, chains=chains), tuple(effects)
+
+
+def ack_signature(secret: str, incident_id: int) -> str:
+    """The signature of a message's acknowledge link; the web app checks it with the same secret."""
+    return hmac.new(secret.encode(), f"ack:{incident_id}".encode(), hashlib.sha256).hexdigest()[:24]
