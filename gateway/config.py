@@ -134,6 +134,7 @@ class Lte:
     at_cap: str = opt("alert", choices=("alert", "restrict"))
     restrict_rate_kbit: int = opt(512, min=8, max=10_000_000)
     priority_ports: list[int] = opt(factory=lambda: [5060, 5061])
+    priority_hosts: list[str] = opt(factory=list)  # extra hosts/addresses/CIDRs prioritised on LTE (besides [[services]])
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,12 @@ class Modem:
     standby: str = opt("warm", choices=("warm", "cold"))
     command_timeout_s: float = opt(2.0, min=0.1, max=120)
     poll_interval_s: float = opt(10.0, min=1, max=3600)
+    recovery_after_s: float = opt(30.0, min=0, max=86400)  # trouble this long starts the recovery ladder
+    recovery_backoff_s: float = opt(60.0, min=0, max=86400)  # wait after a rung; doubles every rung
+    registration_timeout_s: float = opt(180.0, min=0, max=86400)  # not registered this long is trouble
+    dial_retry_s: float = opt(15.0, min=0, max=3600)
+    giveup_retry_s: float = opt(3600.0, min=0, max=604800)  # after giving up, retry the ladder this often
+    power_off_s: float = opt(5.0, min=0.5, max=600)  # how long the USB power stays off on a power cycle
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,12 @@ class Notice(Event):
     body: str
     kind: str = "info"  # info | planned | outage
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModemPowerCycle(Event):
+    """The modem area asks the board to cut the modem's USB power for ``off_s`` and restore it (last rung
+    of the modem's recovery ladder).  The panel service owns the GPIO line (hw/boards) and acts on it."""
+
+    reason: str
+    off_s: float = 5.0
