@@ -13,7 +13,9 @@ DEST=$PREFIX/$VERSION
 case $VERSION in ''|*/*|.*|current|previous) echo "install-venv: bad version '$VERSION'" >&2; exit 2 ;; esac
 [ -e "$DEST/.installed" ] && { echo "install-venv: $DEST already installed"; exit 0; }
 rm -rf "$DEST"
-python3 -m venv "$DEST"
+# System site packages: the GPIO library (python3-lgpio) comes from Raspberry Pi OS, built for its
+# kernel; everything else is pinned in the venv, which takes precedence.
+python3 -m venv --system-site-packages "$DEST"
 # shellcheck disable=SC2086
 "$DEST/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir ${OG_PIP_ARGS:-} "$WHEEL"
 "$DEST/bin/gateway" --help >/dev/null
