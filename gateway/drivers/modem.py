@@ -819,12 +819,15 @@ class ModemDriver:
             await self._cmd("radio_off")
             await self._cmd("radio_on")
         except AtError:
-            await self._cmd("reset")
-            self._need_init = True
+            await self.reset()
 
     async def reset(self) -> None:
-        await self._cmd("reset")
+        """The profile's full reset; the module drops off the bus while it reboots, which is no error."""
         self._need_init = True
+        try:
+            await self._cmd("reset")
+        except ModemGone:
+            pass
 
     async def close(self) -> None:
         await self.at.close()

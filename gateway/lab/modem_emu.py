@@ -64,6 +64,7 @@ class ModemState:
     apn: str = ""
     device: str = ""
     commands_seen: int = 0
+    bytes_in: int = 0
     resets: int = 0
     power_cycles: int = 0
 
@@ -96,7 +97,7 @@ class Emulator:
         for kind in ("CREG", "CEREG", "CGREG"):
             n = s.reg_n[kind]
             if n >= 1 and s.fault is None:
-                stat = 1 if want else (2 if self.can_register() else 0)
+                stat = 1 if want else self._stat()
                 extra = ',"1A2B","01A2B3C4",7' if n >= 2 and want else ""
                 self.urc_out.append(f"+{kind}: {stat}{extra}")
         return True
@@ -135,7 +136,7 @@ class Emulator:
         s = self.s
         if s.registered:
             return 1
-        return 2 if self.can_register() else 0
+        return 2 if s.cfun == 1 and s.sim else 0  # searching, even without coverage
 
     def handle(self, line: str) -> tuple[list[str], str, list[str]]:
         """One command line → (information lines, final result code, actions for the I/O side)."""
@@ -159,6 +160,8 @@ class Emulator:
             return ["EC25EFAR06A06M4G"], "OK", []
         if up in ("AT+CGSN", "AT+GSN"):
             return ["866758040000001"], "OK", []
+        if up.startswith("AT+CMGS") or up.startswith("AT+CMGR"):
+            return [], "+CMS ERROR: 302" if s.sim else "+CMS ERROR: 310", []  # no SMS service in the lab
         if up.startswith("AT+CMEE=") or up.startswith("AT+QURCCFG") or up.startswith("AT+COPS="):
             return [], "OK", []
         if up == "AT+CFUN?":
@@ -293,6 +296,7 @@ class Server:
         self.slave: int | None = None
         self.inbuf = bytearray()
         self.replug_at: float | None = None
+        self.reset_at: float | None = None
         self.running = True
         self.link_state: bool | None = None
 
@@ -374,6 +378,7 @@ class Server:
             data = b""
         if not data:
             return
+        self.emu.s.bytes_in += len(data)
         fault = self.emu.s.fault
         if fault == "hang":
             return  # reads, never answers
@@ -412,13 +417,14 @@ class Server:
                 self.sync_link()
             elif act == "reset":
                 emu.s.resets += 1
-                self.reset(self.reset_delay_s)
+                self.reset_at = time.monotonic() + 0.1  # the OK gets out before the module leaves the bus
             elif act == "power_down":
                 self.flush_urcs()
                 self.unplug(None)
 
     def reset(self, delay_s: float) -> None:
         """The module reboots: it leaves the USB bus and comes back with a fresh state (and says RDY)."""
+        self.reset_at = None
         self.unplug(delay_s)
         self.emu.boot()
 
@@ -509,6 +515,9 @@ class Server:
     # -------------------------------------------------------------------------------------- loop
     def step(self) -> None:
         now = time.monotonic()
+        if self.reset_at is not None and now >= self.reset_at:
+            self.reset_at = None
+            self.reset(self.reset_delay_s)
         if self.replug_at is not None and now >= self.replug_at:
             self.replug_at = None
             self.plug()
