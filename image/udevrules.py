@@ -27,7 +27,7 @@ MAY_ATTR = NEEDS_ATTR | {"RUN", "TEST"}
 MATCH_OPS = {"==", "!="}
 ASSIGN_OPS = {"=", "+=", "-=", ":="}
 
-_PAIR = re.compile(r'\s*([A-Z_]+)(?:\{([^}]*)\})?\s*(==|!=|\+=|-=|:=|=)\s*e?"((?:[^"\\]|\\.)*)"\s*(,|$)')
+_PAIR = re.compile(r'\s*([A-Z_]+)(?:\{([^}]*)\})?\s*(==|!=|\+=|-=|:=|=)\s*e?"((?:[^"\\]|\\.)*)"\s*(,?)')
 
 
 class RulesError(Exception):
