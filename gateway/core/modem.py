@@ -271,7 +271,7 @@ def _take_rung(state: ModemState, rung: int, now: float, effects: list[Effect]) 
         rung = 3
     name = RUNGS[rung - 1]
     data: dict[str, Any] = {"rung": name, "trouble": trouble, "phase": state.phase,
-                            "trouble_for_s": round(now - (state.trouble_since or now), 1)}
+                            "trouble_for_s": round(now - (state.trouble_since if state.trouble_since is not None else now), 1)}
     if name == "redial":
         effects += [HangUp(), Dial(),
                     JournalEvent("modem.recovery", f"modem: recovery 1/3: re-dial ({trouble})", "warning", data)]
