@@ -256,7 +256,10 @@ def firstboot(root: Path, seed_path: Path, gateway: list[str], templates: Path) 
     try:
         Path(tmp).write_text("# Rendered from the boot partition's office-gateway.toml by office-gateway-firstboot.\n"
                              + dumps_toml(cfg) + "\n", encoding="utf-8")
-        check_config(gateway, Path(tmp))
+        try:
+            check_config(gateway, Path(tmp))
+        except RenderError as exc:  # name the file the admin knows, not the candidate's temp name
+            raise RenderError(str(exc).replace(tmp, f"/{CONFIG} (rendered from the seed)")) from None
         write_file(target, Path(tmp).read_text(encoding="utf-8"), 0o640, root, "office-gateway")
     finally:
         Path(tmp).unlink(missing_ok=True)

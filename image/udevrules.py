@@ -206,8 +206,8 @@ def evaluate(rules: Rules, dev: Device, action: str = "add", env: dict[str, str]
                 break
         if self_ok and parent_keys:
             # all parent keys of one rule must match on the same device of the devpath
-            def fits(d: Device) -> bool:
-                for t in parent_keys:
+            def fits(d: Device, keys: list[Token] = parent_keys) -> bool:
+                for t in keys:
                     actual = {"SUBSYSTEMS": d.subsystem, "KERNELS": d.kernel, "DRIVERS": d.driver,
                               "ATTRS": d.attrs.get(t.attr or "")}[t.key]
                     if actual is None or _glob(actual, t.value) != (t.op == "=="):

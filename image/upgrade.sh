@@ -71,6 +71,7 @@ prune() {  # keep current and previous, remove other installed versions
   prev=$(readlink "$PREFIX/previous" || true)
   for d in "$PREFIX"/*/; do
     d=$(basename "$d")
+    [ -L "$PREFIX/$d" ] && continue   # current, previous
     [ "$d" = "$cur" ] || [ "$d" = "$prev" ] || [ ! -e "$PREFIX/$d/.installed" ] || rm -rf "${PREFIX:?}/$d"
   done
 }
