@@ -803,18 +803,26 @@ class ModemDriver:
         return min((s.state for s in states), key=lambda s: order.index(s) if s in order else 9), None
 
     # ------------------------------------------------------------------------------------- actions
+    async def _ready(self) -> None:
+        """A quick AT first: a hung modem fails in ``command_timeout_s``, not in the long timeout of the
+        action (40 s for a Quectel data_stop)."""
+        await self._cmd("probe")
+
     async def dial(self, apn: str) -> None:
         """Define the context with the APN and start the data call (raises on failure)."""
+        await self._ready()
         await self._cmd_raw(self.profile.command("context", apn=apn), "context")
         for cmd in self.profile.sequence("data_start", apn=apn):
             await self._cmd_raw(cmd, "data_start")
 
     async def hangup(self) -> None:
+        await self._ready()
         for cmd in self.profile.sequence("data_stop"):
             await self._cmd_raw(cmd, "data_stop")
 
     async def reset_radio(self) -> None:
         """Radio off and on (AT+CFUN=0/1); if the modem refuses, the profile's full reset."""
+        await self._ready()
         try:
             await self._cmd("radio_off")
             await self._cmd("radio_on")
@@ -824,6 +832,7 @@ class ModemDriver:
     async def reset(self) -> None:
         """The profile's full reset; the module drops off the bus while it reboots, which is no error."""
         self._need_init = True
+        await self._ready()
         try:
             await self._cmd("reset")
         except ModemGone:

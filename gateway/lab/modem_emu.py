@@ -109,7 +109,8 @@ class Emulator:
         """Fresh module state after a reset or power cycle; the caller re-creates the pty."""
         old = self.s
         self.s = ModemState(sim=old.sim, signal_dbm=old.signal_dbm, network_up=old.network_up,
-                            resets=old.resets, power_cycles=old.power_cycles, apn=old.apn)
+                            resets=old.resets, power_cycles=old.power_cycles, apn=old.apn,
+                            plugged=old.plugged, device=old.device)
         self.restart_search()
         self.urc_out += ["RDY", "+CFUN: 1", "+CPIN: READY" if self.s.sim else "+CPIN: NOT INSERTED",
                          "+QUSIM: 1", "+QIND: SMS DONE", "+QIND: PB DONE"]

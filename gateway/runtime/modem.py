@@ -183,6 +183,7 @@ class ModemService(Service):
     async def poll(self) -> None:
         """One round: read the modem, decide, act, count data, keep the LTE policy in place."""
         if self.driver is not None and self.ctx.config.modem.enabled:
+            await self._run_effects()  # what bus facts asked for since the last round goes first
             reading = await self.driver.read()
             self._feed(reading)
             await self._run_effects()

@@ -35,4 +35,5 @@ def emu() -> Iterator[Emu]:
         yield Emu(d, path, pid)
     finally:
         modem_emu.stop(d)
+        print((d / "modem.log").read_text())  # shown when a test fails
         shutil.rmtree(d, ignore_errors=True)

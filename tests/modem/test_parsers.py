@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from gateway.core.errors import ParseError
 from gateway.drivers.modem import (
     PARSERS,
+    load_profile,
     parse_cereg,
     parse_cesq,
     parse_cops,
@@ -22,7 +23,6 @@ from gateway.drivers.modem import (
     parse_qeng,
     parse_qnetdevctl,
     parse_registration,
-    load_profile,
 )
 
 
