@@ -16,6 +16,7 @@ tried again after ``giveup_retry_s``.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -416,6 +417,17 @@ def _nft_str(s: str) -> str:
     return s
 
 
+def _collapse(addrs: tuple[str, ...], version: int) -> tuple[str, ...]:
+    out: list[str] = []
+    if version == 4:
+        v4 = [ipaddress.IPv4Network(a, strict=False) for a in addrs]
+        out = [str(n.network_address) if n.num_addresses == 1 else str(n) for n in ipaddress.collapse_addresses(v4)]
+    else:
+        v6 = [ipaddress.IPv6Network(a, strict=False) for a in addrs]
+        out = [str(n.network_address) if n.num_addresses == 1 else str(n) for n in ipaddress.collapse_addresses(v6)]
+    return tuple(out)
+
+
 def render_lte_policy(mode: str, interface: str, priority_v4: tuple[str, ...], priority_v6: tuple[str, ...],
                       priority_ports: tuple[int, ...], rate_kbit: int) -> str:
     """The whole ``nft -f -`` script for the LTE policy: idempotent (the table is replaced atomically).
@@ -424,6 +436,9 @@ def render_lte_policy(mode: str, interface: str, priority_v4: tuple[str, ...], p
     everything else is rate-limited (``limit``) or dropped (``block``).  ``none`` removes the table.
     """
     iface = _nft_str(interface)
+    # an interval set refuses overlapping elements: collapse (192.0.2.53 inside 192.0.2.0/24 is one element)
+    priority_v4 = _collapse(priority_v4, 4)
+    priority_v6 = _collapse(priority_v6, 6)
     lines = [f"table inet {TABLE} {{}}", f"delete table inet {TABLE}"]
     if mode == "none":
         return "\n".join(lines) + "\n"

@@ -279,8 +279,11 @@ def test_service_loop_and_snapshot_against_the_emulator(tmp_path: Path, emu: Emu
 
 def test_modem_faults_never_crash_the_service(tmp_path: Path) -> None:
     fake = FakeModemDriver(reading=HEALTHY)
+    calls = 0
 
     async def explode() -> Any:
+        nonlocal calls
+        calls += 1
         raise RuntimeError("driver bug")
 
     svc, ctx, clock = make(tmp_path, driver=fake)
@@ -288,12 +291,17 @@ def test_modem_faults_never_crash_the_service(tmp_path: Path) -> None:
 
     async def main() -> None:
         await svc.start()
-        await asyncio.sleep(0)  # let the loop run once
-        wait_until(lambda: True)
-        assert svc._tasks and not svc._tasks[0].done()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while calls < 3:  # the loop survives the failure and polls again (woken, not waited for)
+            assert loop.time() < deadline
+            svc._wake.set()
+            await asyncio.sleep(0.01)  # poll interval
+        assert not svc._tasks[0].done()
         await svc.stop()
 
     asyncio.run(main())
+    assert svc.snapshot()["modem"]["present"] is False
 
 
 @pytest.mark.parametrize("profile", ["no-such-modem"])
