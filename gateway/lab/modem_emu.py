@@ -407,6 +407,8 @@ class Server:
             self.write(emu.garbage())
             return
         info, final, actions = emu.handle(text)
+        if "link" in actions:
+            self.sync_link()  # before the OK: whoever saw the OK finds the data link as it answered
         out = b"".join(b"\r\n" + line.encode() + b"\r\n" for line in info)
         if emu.inject:
             out += b"".join(b"\r\n" + u.encode() + b"\r\n" for u in emu.inject)
@@ -414,9 +416,7 @@ class Server:
         out += b"\r\n" + final.encode() + b"\r\n"
         self.write(out)
         for act in actions:
-            if act == "link":
-                self.sync_link()
-            elif act == "reset":
+            if act == "reset":
                 emu.s.resets += 1
                 self.reset_at = time.monotonic() + 0.1  # the OK gets out before the module leaves the bus
             elif act == "power_down":
