@@ -97,6 +97,8 @@ class Policy:
     registration_timeout_s: float = 180.0  # not registered this long counts as trouble
     dial_retry_s: float = 15.0  # how often a failed data call is retried (not a rung)
     giveup_retry_s: float = 3600.0  # after giving up, start the ladder again after this long
+    clear_after_s: float = 15.0  # trouble is over only after this long without it (a flapping modem
+    # that answers one poll in three must not restart the ladder from its first rung every time)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class ModemState:
     trouble_since: float | None = None
     rung: int = 0  # 0: no recovery under way; n: RUNGS[n - 1] was the last rung taken
     rung_at: float | None = None
+    clear_since: float | None = None  # first trouble-free moment while trouble or a rung is pending
     last_dial_at: float | None = None
 
     @property
@@ -236,13 +239,18 @@ def _ladder(state: ModemState, now: float, effects: list[Effect]) -> ModemState:
     p = state.policy
     trouble = trouble_of(state, now)
     if trouble is None:
+        if not state.rung and state.trouble is None:
+            return state
+        clear_since = state.clear_since if state.clear_since is not None else now
+        if now - clear_since < p.clear_after_s:
+            return replace(state, clear_since=clear_since) if clear_since != state.clear_since else state
         if state.rung:
             effects.append(JournalEvent(
                 "modem.recovered", f"modem: recovered after {state.recovery_rung} ({_describe(state.phase, state.reading)})",
                 data={"rung": state.recovery_rung, "phase": state.phase}))
-        if state.rung or state.trouble is not None:
-            state = replace(state, trouble=None, trouble_since=None, rung=0, rung_at=None)
-        return state
+        return replace(state, trouble=None, trouble_since=None, rung=0, rung_at=None, clear_since=None)
+    if state.clear_since is not None:
+        state = replace(state, clear_since=None)  # trouble again before it was over: the same trouble
     if state.trouble is None:
         state = replace(state, trouble=trouble, trouble_since=now)
     elif trouble != state.trouble:

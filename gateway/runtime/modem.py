@@ -105,6 +105,7 @@ class ModemService(Service):
         self._wake = asyncio.Event()
         self._failures: dict[str, str] = {}  # what failed last, per activity: log once per new message
         self.power_cycles = 0
+        self._last_error = ""
         ctx.bus.subscribe(UplinkStatus, self._on_uplink)
         ctx.bus.subscribe(ActiveUplinkChanged, self._on_active)
 
@@ -185,6 +186,10 @@ class ModemService(Service):
         if self.driver is not None and self.ctx.config.modem.enabled:
             await self._run_effects()  # what bus facts asked for since the last round goes first
             reading = await self.driver.read()
+            if reading.error != self._last_error:
+                self._last_error = reading.error
+                if reading.error:
+                    log.debug("modem: reading incomplete: %s", reading.error)
             self._feed(reading)
             await self._run_effects()
         self._count()

@@ -108,7 +108,23 @@ def test_ladder_recovers_and_resets() -> None:
     s, eff = step(s, OK, 11.0)
     assert HangUp() in eff and Dial() in eff and s.recovery_rung == "redial"
     s, eff = step(s, DataPath(True), 12.0)
+    assert s.rung == 1 and not journal(eff)  # not over yet: a flap must not restart the ladder
+    s, eff = step(s, OK, 12.0 + POLICY.clear_after_s)
     assert s.rung == 0 and [e.kind for e in journal(eff)] == ["modem.recovered"]
+
+
+def test_a_modem_that_answers_now_and_then_climbs_the_ladder() -> None:
+    # hung, but one poll in three gets an answer: the ladder must go on, not restart at re-dial
+    s = initial(POLICY)
+    s, _ = step(s, OK, 0.0)
+    hung = replace(OK, responsive=False, error="AT: no answer")
+    effects: list[Effect] = []
+    for i in range(1, 120):
+        s, eff = step(s, OK if i % 3 == 0 else hung, float(i * 2))
+        effects += eff
+    rungs = [e.data["rung"] for e in journal(tuple(effects)) if e.kind in ("modem.recovery", "modem.gave_up")]
+    assert rungs[:3] == ["redial", "radio_reset", "power_cycle"]
+    assert "modem.recovered" not in [e.kind for e in journal(tuple(effects))]
 
 
 def test_absent_modem_goes_straight_to_power_cycle() -> None:

@@ -118,7 +118,8 @@ def test_ladder_on_a_hung_modem_gives_up_with_a_critical_event(tmp_path: Path, e
         await svc.stop()
 
     asyncio.run(main())
-    assert rungs(ctx) == ["redial", "radio_reset", "power_cycle", "gave_up"]
+    assert rungs(ctx) == ["redial", "radio_reset", "power_cycle", "gave_up"], \
+        [e["message"] for e in ctx.journal.events(kind_prefix="modem.")]
     gave_up = ctx.journal.events(kind_prefix="modem.gave_up")[0]
     assert gave_up["severity"] == "critical" and "does not answer" in gave_up["message"]
     assert len(cycles) == 1 and cycles[0].off_s == 5.0
@@ -145,7 +146,8 @@ def test_power_cycle_brings_a_hung_modem_back(tmp_path: Path, emu: Emu) -> None:
         await svc.stop()
 
     asyncio.run(main())
-    assert rungs(ctx) == ["redial", "radio_reset", "power_cycle"]
+    assert rungs(ctx) == ["redial", "radio_reset", "power_cycle"], \
+        [e["message"] for e in ctx.journal.events(kind_prefix="modem.")]
     assert emu.status()["power_cycles"] == 1
     assert svc.snapshot()["modem"]["recovery_rung"] is None
 
