@@ -454,6 +454,22 @@ def _is_ip(s: str) -> bool:
 
 
 def _check(cfg: Config, probs: _Problems) -> None:
+    if not cfg.site.name.strip():
+        probs.add("site.name", "must not be empty: it is shown on the page and in every message")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(cfg.site.timezone)
+    except (ValueError, OSError, KeyError):
+        probs.add("site.timezone", f"{cfg.site.timezone!r} is not a time zone (e.g. Europe/Berlin, UTC)")
+    if not cfg.site.state_dir.startswith("/"):
+        probs.add("site.state_dir", f"{cfg.site.state_dir!r} is not an absolute path")
+    for path, items in (("switches", cfg.switches), ("loads", cfg.loads), ("uplinks", cfg.uplinks),
+                        ("services", cfg.services), ("notify.targets", cfg.notify.targets),
+                        ("maintenance", cfg.maintenance)):
+        for i, item in enumerate(items):
+            if not str(getattr(item, "name", "x")).strip():
+                probs.add(f"{path}[{i}].name", "must not be empty")
     _unique(cfg.switches, "name", "switches", probs)
     _unique(cfg.loads, "name", "loads", probs)
     _unique(cfg.uplinks, "name", "uplinks", probs)
@@ -529,7 +545,8 @@ def _check(cfg: Config, probs: _Problems) -> None:
         for name in m.services:
             if name not in svc:
                 probs.add(f"maintenance[{i}].services", f"no service named {name!r}")
-    if cfg.web.listen.rpartition(":")[2].isdigit() is False:
+    port = cfg.web.listen.rpartition(":")[2]
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         probs.add("web.listen", f"{cfg.web.listen!r} is not host:port")
 
 
