@@ -144,7 +144,7 @@ class Failover:
     probe_timeout_ms: int = opt(600, min=20, max=30_000)
     window: int = opt(10, min=2, max=1000)
     quorum: int = opt(2, min=1, max=64)  # targets that must agree an uplink is down
-    down_after: int = opt(3, min=1, max=100)  # consecutive lost probes per target
+    down_after: int = opt(6, min=1, max=100)  # consecutive lost probes per target (probed 4x faster after a loss)
     up_after: int = opt(5, min=1, max=1000)
     degraded_loss_pct: float = opt(20.0, min=0, max=100)
     down_loss_pct: float = opt(50.0, min=0, max=100)
