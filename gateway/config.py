@@ -71,6 +71,7 @@ class Switch:
     auth_protocol: str = opt("sha", choices=("md5", "sha", "sha224", "sha256", "sha384", "sha512"))
     priv_key: str | None = None
     priv_protocol: str = opt("aes", choices=("des", "aes", "aes192", "aes256"))
+    context: str = ""  # SNMP v3 context name (most switches: empty)
     timeout_s: float = opt(1.0, min=0.05, max=30)
     retries: int = opt(2, min=0, max=10)
     pse_group: int = opt(1, min=1, max=64)
