@@ -1,0 +1,136 @@
+"""The UPS through NUT's upsd (nut2), translated at this one boundary into gateway errors.
+
+nut2 is blocking (telnetlib), so every call runs in a worker thread (``asyncio.to_thread``) with a
+timeout on the socket and an overall deadline; one connection is kept and rebuilt after any error.
+upsd's ``ERR DATA-STALE`` / ``ERR DRIVER-NOT-CONNECTED`` become :class:`UpsStale` (the power machine's
+``comm_lost``, never "on battery").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from typing import Any
+
+import nut2
+
+from gateway.core.errors import DeviceRefused, DeviceUnavailable, ParseError
+from gateway.core.power import UpsReading, reading_from_vars
+
+_STALE = ("DATA-STALE", "DRIVER-NOT-CONNECTED")
+_REFUSED = ("ACCESS-DENIED", "UNKNOWN-UPS", "USERNAME-REQUIRED", "PASSWORD-REQUIRED", "INVALID-PASSWORD",
+            "INVALID-USERNAME", "CMD-NOT-SUPPORTED", "FEATURE-NOT-CONFIGURED")
+
+
+class UpsStale(DeviceUnavailable):
+    """upsd answers, but its driver has no fresh data (or is not connected to the UPS)."""
+
+
+def _translate(exc: BaseException, where: str) -> Exception:
+    text = " ".join(str(a) for a in getattr(exc, "args", ()) if a) or type(exc).__name__
+    if any(code in text for code in _STALE):
+        return UpsStale(f"{where}: {text.strip()}")
+    if any(code in text for code in _REFUSED):
+        return DeviceRefused(f"{where}: {text.strip()}")
+    if isinstance(exc, (OSError, EOFError)) or "Socket error" in text:
+        return DeviceUnavailable(f"{where}: {text.strip()}")
+    if isinstance(exc, (ValueError, IndexError, UnicodeDecodeError)):
+        return ParseError(f"{where}: garbled reply ({text.strip()})")
+    return DeviceUnavailable(f"{where}: {text.strip()}")
+
+
+class UpsDriver:
+    """One UPS on one upsd: ``await read()`` -> :class:`UpsReading`; ``await set_fsd()``."""
+
+    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 3493, username: str | None = None,
+                 password: str | None = None, timeout_s: float = 2.0) -> None:
+        self.name, self.host, self.port = name, host, port
+        self.username, self.password, self.timeout_s = username, password, timeout_s
+        self._client: Any = None
+        self._lock = threading.Lock()  # one conversation with upsd at a time
+        self.last_vars: dict[str, str] = {}
+
+    @property
+    def address(self) -> str:
+        return f"{self.name}@{self.host}:{self.port}"
+
+    # ----------------------------------------------------------------------------- blocking side
+    def _connect(self) -> Any:
+        if self._client is None:
+            self._client = nut2.PyNUTClient(self.host, self.port, self.username, self.password,
+                                            timeout=self.timeout_s)
+        return self._client
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        handler = getattr(client, "_srv_handler", None)
+        if handler is not None:
+            try:
+                handler.close()  # no LOGOUT round trip: the link may be what failed
+            except OSError:
+                pass
+
+    def _list_vars_blocking(self) -> dict[str, str]:
+        with self._lock:
+            try:
+                values = self._connect().list_vars(self.name)
+            except Exception as exc:
+                self._drop()
+                raise _translate(exc, f"upsd {self.address}") from None
+            if not isinstance(values, dict) or not values:
+                self._drop()
+                raise ParseError(f"upsd {self.address}: empty variable list")
+            return {str(k): str(v) for k, v in values.items()}
+
+    def _fsd_blocking(self) -> None:
+        # nut2's fsd() needs MASTER (upsmon primary) rights; upsd grants FSD to an account with
+        # "actions = FSD", so the command is sent as-is on a fresh authenticated connection.
+        with socket.create_connection((self.host, self.port), timeout=self.timeout_s) as sock:
+            f = sock.makefile("rw", encoding="utf-8", newline="\n")
+            lines = []
+            if self.username:
+                lines.append(f"USERNAME {self.username}")
+            if self.password:
+                lines.append(f"PASSWORD {self.password}")
+            lines.append(f"FSD {self.name}")
+            for line in lines:
+                f.write(line + "\n")
+                f.flush()
+                reply = f.readline().strip()
+                if not reply.startswith("OK"):
+                    raise _translate(RuntimeError(reply or "no reply"), f"upsd {self.address}: {line.split()[0]}")
+            try:
+                f.write("LOGOUT\n")
+                f.flush()
+            except OSError:
+                pass
+
+    # -------------------------------------------------------------------------------- async side
+    async def read_vars(self) -> dict[str, str]:
+        try:
+            values = await asyncio.wait_for(asyncio.to_thread(self._list_vars_blocking), self.timeout_s * 2 + 1)
+        except TimeoutError:
+            self._drop()
+            raise DeviceUnavailable(f"upsd {self.address}: no answer within {self.timeout_s * 2 + 1:.0f} s") \
+                from None
+        self.last_vars = values
+        return values
+
+    async def read(self) -> UpsReading:
+        return reading_from_vars(await self.read_vars())
+
+    async def set_fsd(self) -> None:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self._fsd_blocking), self.timeout_s * 2 + 1)
+        except TimeoutError:
+            raise DeviceUnavailable(f"upsd {self.address}: FSD not answered") from None
+        except OSError as exc:
+            raise _translate(exc, f"upsd {self.address}: FSD") from None
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close_blocking)
+
+    def _close_blocking(self) -> None:
+        with self._lock:
+            self._drop()

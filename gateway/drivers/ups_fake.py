@@ -1,0 +1,72 @@
+"""A UPS in memory with the interface of :class:`gateway.drivers.ups.UpsDriver`, for unit tests.
+
+Start it from a NUT dump (``FakeUps.from_dump(path)``) or from variables; change what it reports with
+``set(...)``/``cut()``/``restore()``/``low()``, make it fail with ``fail(...)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.core.errors import DeviceUnavailable
+from gateway.core.power import UpsReading, parse_dump, reading_from_vars
+from gateway.drivers.ups import UpsStale
+
+ONLINE = {"ups.status": "OL", "battery.charge": "100", "battery.runtime": "1800", "ups.load": "40",
+          "input.voltage": "230", "input.voltage.nominal": "230", "ups.realpower.nominal": "600"}
+
+
+class FakeUpsDriver:
+    def __init__(self, values: dict[str, str] | None = None, name: str = "ups") -> None:
+        self.name = name
+        self.host, self.port = "fake", 0
+        self.values = dict(ONLINE if values is None else values)
+        self.error: str | None = None  # "stale" | "down" | None
+        self.fsd_set = False
+        self.reads = 0
+        self.closed = False
+
+    @classmethod
+    def from_dump(cls, path: str | Path, name: str = "ups") -> FakeUpsDriver:
+        return cls(parse_dump(Path(path).read_text(encoding="utf-8", errors="replace")), name)
+
+    @property
+    def address(self) -> str:
+        return f"{self.name}@fake"
+
+    def set(self, **values: str) -> None:
+        self.values.update({k.replace("_", "."): v for k, v in values.items()})
+
+    def cut(self) -> None:
+        self.values["ups.status"] = "OB DISCHRG"
+
+    def restore(self) -> None:
+        self.values["ups.status"] = "OL CHRG"
+
+    def low(self) -> None:
+        self.values.update({"ups.status": "OB DISCHRG LB", "battery.charge": "8", "battery.runtime": "60"})
+
+    def fail(self, kind: str | None) -> None:
+        self.error = kind
+
+    async def read_vars(self) -> dict[str, str]:
+        self.reads += 1
+        if self.error == "stale":
+            raise UpsStale(f"upsd {self.address}: ERR DATA-STALE")
+        if self.error:
+            raise DeviceUnavailable(f"upsd {self.address}: {self.error}")
+        values = dict(self.values)
+        if self.fsd_set:
+            values["ups.status"] = "FSD " + values.get("ups.status", "")
+        return values
+
+    async def read(self) -> UpsReading:
+        return reading_from_vars(await self.read_vars())
+
+    async def set_fsd(self) -> None:
+        if self.error:
+            raise DeviceUnavailable(f"upsd {self.address}: FSD not answered")
+        self.fsd_set = True
+
+    async def close(self) -> None:
+        self.closed = True
