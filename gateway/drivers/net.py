@@ -16,6 +16,7 @@ namespace and passes None.  Errors are translated to :class:`DeviceUnavailable` 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import ipaddress
@@ -123,6 +124,12 @@ class NetDriver:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self._ipr: Any = None
+        # pyroute2's synchronous API runs its own asyncio loop, so it cannot be called from the daemon's
+        # loop thread: every netlink call goes to this one worker thread (calls take a millisecond or so)
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netlink")
+
+    def _run(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        return self._pool.submit(fn, *args, **kw).result()
 
     def _ip(self) -> Any:
         if self._ipr is None:
@@ -137,12 +144,17 @@ class NetDriver:
     def close(self) -> None:
         if self._ipr is not None:
             with contextlib.suppress(Exception):
-                self._ipr.close()
+                self._run(self._ipr.close)
             self._ipr = None
+        self._pool.shutdown(wait=False)
 
     def _call(self, what: str, *args: Any, **kw: Any) -> Any:
+        def call() -> Any:
+            out = getattr(self._ip(), what)(*args, **kw)
+            return list(out) if what.startswith("get") or what == "link_lookup" else out
+
         try:
-            return getattr(self._ip(), what)(*args, **kw)
+            return self._run(call)
         except DeviceUnavailable:
             raise
         except Exception as exc:
@@ -199,9 +211,9 @@ class NetDriver:
                  for r in rules)
         if not ok:
             for r in rules:
-                with contextlib.suppress(Exception):
-                    self._ip().rule("del", family=socket.AF_INET, priority=pref,
-                                    src=r.get_attr("FRA_SRC"), src_len=r["src_len"], table=r.get_attr("FRA_TABLE"))
+                with contextlib.suppress(DeviceUnavailable):
+                    self._call("rule", "del", family=socket.AF_INET, priority=pref,
+                               src=r.get_attr("FRA_SRC"), src_len=r["src_len"], table=r.get_attr("FRA_TABLE"))
             self._call("rule", "add", family=socket.AF_INET, priority=pref, src=src, src_len=32, table=table)
         if self.carrier(ifname):
             route: dict[str, Any] = {"dst": "0.0.0.0/0", "oif": idx, "table": table}
@@ -215,11 +227,11 @@ class NetDriver:
         pref = RULE_PREF_BASE + table % 30000
         for r in self._call("get_rules", family=socket.AF_INET):
             if r.get_attr("FRA_PRIORITY") == pref:
-                with contextlib.suppress(Exception):
-                    self._ip().rule("del", family=socket.AF_INET, priority=pref, src=r.get_attr("FRA_SRC"),
-                                    src_len=r["src_len"], table=r.get_attr("FRA_TABLE"))
-        with contextlib.suppress(Exception):
-            self._ip().flush_routes(table=table)
+                with contextlib.suppress(DeviceUnavailable):
+                    self._call("rule", "del", family=socket.AF_INET, priority=pref, src=r.get_attr("FRA_SRC"),
+                               src_len=r["src_len"], table=r.get_attr("FRA_TABLE"))
+        with contextlib.suppress(DeviceUnavailable):
+            self._call("flush_routes", table=table)
 
     # ------------------------------------------------------------------------------ main default
     def _main_defaults(self) -> list[Any]:
@@ -263,16 +275,19 @@ class NetDriver:
         for r in cur:
             m = r.get_attr("RTA_PRIORITY") or 0
             if m != metric and r.get_attr("RTA_OIF") in managed_idx:
-                with contextlib.suppress(Exception):
-                    kw: dict[str, Any] = {"dst": "0.0.0.0/0", "oif": r.get_attr("RTA_OIF"), "table": 254}
-                    if m:
-                        kw["priority"] = m
-                    self._ip().route("del", **kw)
+                kw: dict[str, Any] = {"dst": "0.0.0.0/0", "oif": r.get_attr("RTA_OIF"), "table": 254}
+                if m:
+                    kw["priority"] = m
+                with contextlib.suppress(DeviceUnavailable):
+                    self._call("route", "del", **kw)
                     changed = True
         return changed
 
     # --------------------------------------------------------------------------------- conntrack
     def flush_conntrack(self, address: str) -> int:
+        return int(self._run(self._flush_conntrack, address))
+
+    def _flush_conntrack(self, address: str) -> int:
         """Delete the tracked connections whose replies go to ``address`` (NATed out of, or made from,
         that uplink); the rest of the table is untouched.  Returns how many were deleted."""
         ipaddress.IPv4Address(address)
@@ -295,6 +310,9 @@ class NetDriver:
         return n
 
     def conntrack_entries(self) -> list[tuple[str, str, str, str]]:
+        return list(self._run(self._conntrack_entries))
+
+    def _conntrack_entries(self) -> list[tuple[str, str, str, str]]:
         """(orig src, orig dst, reply src, reply dst) of every tracked IPv4 connection (tests, status)."""
         from pyroute2 import Conntrack
 
