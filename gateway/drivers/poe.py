@@ -179,7 +179,8 @@ class PoeSwitch:
         target = await self._transport()
         try:
             result = await snmp.get_cmd(self._engine, self._read_auth, target, self._ctx(),
-                                        *(snmp.ObjectType(snmp.ObjectIdentity(o)) for o in oids))
+                                        *(snmp.ObjectType(snmp.ObjectIdentity(o)) for o in oids),
+                                        lookupMib=False)
         except Exception as exc:  # pysnmp raises its own errors for malformed input
             raise ParseError(f"{self.where}: {what}: {type(exc).__name__}: {exc}") from None
         return self._check(what, result)
@@ -220,7 +221,7 @@ class PoeSwitch:
         value = snmp.Integer32(p.on if on else p.off)
         try:
             result = await snmp.set_cmd(self._engine, self._write_auth, target, self._ctx(),
-                                        snmp.ObjectType(snmp.ObjectIdentity(oid), value))
+                                        snmp.ObjectType(snmp.ObjectIdentity(oid), value), lookupMib=False)
         except Exception as exc:
             raise ParseError(f"{self.where}: set port {port}: {type(exc).__name__}: {exc}") from None
         self._check(f"set port {port} {'on' if on else 'off'}", result)

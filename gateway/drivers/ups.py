@@ -118,7 +118,11 @@ class UpsDriver:
         return values
 
     async def read(self) -> UpsReading:
-        return reading_from_vars(await self.read_vars())
+        values = await self.read_vars()
+        if values.get("ups.status", "").strip().upper() == "WAIT":
+            # upsd has not had data from its driver yet (just started): not a reading, not stale either
+            raise DeviceUnavailable(f"upsd {self.address}: waiting for the UPS driver's first data")
+        return reading_from_vars(values)
 
     async def set_fsd(self) -> None:
         try:

@@ -92,7 +92,7 @@ class NutPeer:
         self._start_driver(root)
         self.upsd = subprocess.Popen([str(NUT_BIN / "upsd"), "-F", *root], env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_until(lambda: "ups.status" in self.upsc() or self.upsd is None or self.upsd.poll() is not None,
+        wait_until(lambda: self.upsc().get("ups.status", "WAIT") != "WAIT" or self.upsd is None or self.upsd.poll() is not None,
                    15, what="upsd serving the dump")
         return self
 
