@@ -326,8 +326,8 @@ class PowerService(Service):
     def _confirmed(self, ld: Any, port: _Port, on: bool, power_w: float | None) -> None:
         changed = port.actual != on
         port.actual, port.error, port.checked_at = on, None, self.ctx.monotonic()
-        if power_w is not None:
-            port.power_w = power_w
+        if power_w is not None and on:
+            port.power_w = power_w  # what it draws when on: the watts shedding it saves
         self._port_ok_once(ld.name, f"load {ld.name}: switch {ld.switch} answers again (port {ld.port} "
                                     f"{'on' if on else 'off'})")
         if changed:
