@@ -246,6 +246,12 @@ class Maintenance:
 
 
 @dataclass(frozen=True)
+class Incidents:
+    close_hold_s: float = opt(180.0, min=0, max=86400)  # all normal this long closes an incident
+    service_fail_after: int = opt(2, min=1, max=100)  # failed checks in a row before a business app is unreachable
+
+
+@dataclass(frozen=True)
 class Drills:
     interval_days: int = opt(91, min=1, max=3650)
     remind_days: int = opt(7, min=0, max=365)
@@ -276,6 +282,7 @@ class Config:
     notify: Notify = opt(factory=Notify)
     maintenance: list[Maintenance] = opt(factory=list)
     drills: Drills = opt(factory=Drills)
+    incidents: Incidents = opt(factory=Incidents)
     journal: Journal = opt(factory=Journal)
     path: str = ""  # where it was loaded from (not a TOML key)
 
