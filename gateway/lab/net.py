@@ -10,7 +10,7 @@
 The gateway masquerades the LAN out of both uplinks (table ``lab_nat``); the ISP routers forward; the
 internet routes the gateway's two uplink networks back through the right ISP.  Faults are nftables rules
 in ``{p}isp``/``{p}lte`` (table ``lab_fault``): ``blackhole`` drops every forwarded packet with the link
-up, ``loss N`` drops N % of them at random, ``down`` takes the ISP side of the link down (the gateway
+up, ``loss N`` drops packets at random so N % of round trips fail, ``down`` takes the ISP side of the link down (the gateway
 sees carrier loss), ``up`` clears all of it.
 
 The gateway side of the LTE link (``lte0`` in ``{p}gw``) can also be driven by the modem emulator
@@ -220,7 +220,9 @@ table ip {NAT_TABLE} {{
         if what == "blackhole":
             rule = "drop"
         elif what == "loss":
-            rule = f"numgen random mod 100 < {int(round(percent or 0))} drop"
+            # applied to both directions, so that a round trip (a ping) is lost ``percent`` % of the time
+            one_way = 1.0 - (1.0 - (percent or 0.0) / 100.0) ** 0.5
+            rule = f"numgen random mod 10000 < {int(round(one_way * 10000))} drop"
         script = f"flush chain inet {FAULT_TABLE} faults\n"
         if rule:
             script += f"add rule inet {FAULT_TABLE} faults {rule}\n"
@@ -236,8 +238,8 @@ table ip {NAT_TABLE} {{
             if "state DOWN" in link or ",UP" not in link.replace("<UP", ",UP"):
                 out[side] = "down"
             elif "numgen" in rules:
-                pct = rules.split("<", 1)[1].split()[0]
-                out[side] = f"loss {pct}"
+                one_way = int(rules.split("<", 1)[1].split()[0]) / 10000.0
+                out[side] = f"loss {100.0 * (1.0 - (1.0 - one_way) ** 2):.0f}"
             elif "drop" in rules:
                 out[side] = "blackhole"
             else:

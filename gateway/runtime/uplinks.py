@@ -270,7 +270,11 @@ class UplinkService(Service):
 
     async def _poll_carrier(self) -> None:
         for r in self.runs.values():
-            self._carrier_seen(r, self._carrier(r))
+            try:
+                up = self.net.carrier(r.iface)  # None: the interface is gone (modem unplugged): no carrier
+            except DeviceUnavailable:
+                continue  # netlink trouble says nothing about the link
+            self._carrier_seen(r, up)
         if self._reconcile_now:
             self._reconcile_now = False
             await self._reconcile()
