@@ -133,9 +133,11 @@ class NutPeer:
             text = pat.sub(f"{key}: {value}", text) if pat.search(text) else text + f"\n{key}: {value}\n"
         tmp = self.dev.with_suffix(".tmp")
         tmp.write_text(text)
+        # dummy-ups notices a change by the file's mtime in whole seconds: two edits within one second
+        # must still differ, so the mtime steps forward at least a second each time
+        self._mtime_s = max(int(time.time()), getattr(self, "_mtime_s", 0) + 1)
         os.replace(tmp, self.dev)
-        st = self.dev.stat()
-        os.utime(self.dev, ns=(st.st_atime_ns, time.time_ns()))
+        os.utime(self.dev, (self._mtime_s, self._mtime_s))
 
     def status(self) -> str:
         return self.upsc().get("ups.status", "")
