@@ -56,6 +56,7 @@ class _Port:
         self.error: str | None = None
         self.checked_at = -math.inf  # monotonic time of the last read or set
         self.attempted_at = -math.inf
+        self.wanted: bool | None = None  # the state last tried
 
 
 class PowerService(Service):
@@ -280,9 +281,11 @@ class PowerService(Service):
             for ld in self.ctx.config.loads:
                 port = self.ports.setdefault(ld.name, _Port())
                 state = want.get(ld.name, ("on", "", "auto"))[0] == "on"
-                if port.actual != state or port.error:
-                    if port.error and now - port.attempted_at < RETRY_S and port.actual == state:
-                        continue
+                if port.actual is None and not port.error:
+                    jobs.append(self._verify(ld, port, state))  # read first: set only what differs
+                elif port.actual != state or port.error:
+                    if port.error and now - port.attempted_at < RETRY_S and port.wanted == state:
+                        continue  # failed a moment ago for this same state: retry after RETRY_S
                     jobs.append(self._set(ld, port, state))
                 elif verify_all or now - port.checked_at >= reapply:
                     jobs.append(self._verify(ld, port, state))
@@ -291,7 +294,7 @@ class PowerService(Service):
 
     async def _set(self, ld: Any, port: _Port, on: bool) -> None:
         sw = self.switches.get(ld.switch)
-        port.attempted_at = self.ctx.monotonic()
+        port.attempted_at, port.wanted = self.ctx.monotonic(), on
         if sw is None:
             port.error = self.switch_errors.get(ld.switch, f"no switch {ld.switch!r}")
             self._port_failed_once(ld.name, f"load {ld.name}: {port.error}")
@@ -308,7 +311,7 @@ class PowerService(Service):
         sw = self.switches.get(ld.switch)
         if sw is None:
             return
-        port.attempted_at = self.ctx.monotonic()
+        port.attempted_at, port.wanted = self.ctx.monotonic(), on
         try:
             got = await sw.get_port(ld.port)
         except GatewayError as exc:
@@ -345,7 +348,9 @@ class PowerService(Service):
         self._feed(core.Override(name, state, who))
         self._publish(force=True)
         want = core.desired(self.core)[name]
-        return {"name": name, "state": want[0], "override": want[2], "reason": want[1]}
+        held = " (held until set back to auto)" if want[2] != "auto" else " (automatic)"
+        return {"name": name, "state": want[0], "override": want[2], "reason": want[1],
+                "message": f"{name}: {want[0]}{held}"}
 
     async def _action_shed(self, params: dict[str, Any], who: str) -> dict[str, Any]:
         tier = params.get("tier")
