@@ -35,6 +35,9 @@ class FakeBackend:
         self.snap: dict[str, Any] = snapshot or {}
         self.submitted: list[tuple[str, dict[str, Any], str]] = []
         self.results: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, Exception] = {}  # action -> exception submit() raises (e.g. ActionRejected)
+        self.metric_rows: list[tuple[str, str, dict[str, str], float]] = []
+        self.ready = True  # /healthz answers 503 while False
 
     @property
     def config(self) -> Config:
@@ -48,8 +51,10 @@ class FakeBackend:
         return self.snap
 
     def submit(self, action: str, params: dict[str, Any], who: str) -> dict[str, Any]:
+        if action in self.errors:
+            raise self.errors[action]
         self.submitted.append((action, params, who))
-        return self.results.get(action, {"ok": True})
+        return self.results.get(action, {"ok": True, "message": f"{action} done"})
 
     def metrics(self) -> list[tuple[str, str, dict[str, str], float]]:
-        return []
+        return list(self.metric_rows)
