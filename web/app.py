@@ -27,6 +27,8 @@ def _wants_html() -> bool:
     if request.path.startswith("/api/") or request.path in ("/metrics", "/healthz"):
         return False
     accept = request.accept_mimetypes
+    if not accept:
+        return True  # no Accept header on a page's address: a person's tool, answer as a page
     return accept["text/html"] > 0 and accept["text/html"] >= accept["application/json"]
 
 

@@ -11,8 +11,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request, send_file,
-                   url_for)
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from werkzeug.utils import secure_filename
 
 from gateway.core.escalation import ack_signature

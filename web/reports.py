@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import importlib
-import inspect
 import logging
 import re
 from typing import Any
@@ -23,11 +22,22 @@ def _core_report() -> Any:
         return None
 
 
-def _call(fn: Any, **available: Any) -> Any:
-    """Call fn with the arguments it names among those we have (the helper's signature may grow)."""
-    params = inspect.signature(fn).parameters
-    kwargs = {k: v for k, v in available.items() if k in params}
-    return fn(**kwargs)
+def report_extra(be: Any, incident_id: int) -> dict[str, Any]:
+    """The plan figures gateway.core.report.build_report takes besides the journal rows."""
+    cfg = be.config
+    primary, backup = cfg.uplink("primary"), cfg.uplink("backup")
+    extra: dict[str, Any] = {
+        "site": cfg.site.name, "tz": cfg.site.timezone,
+        "response_targets_min": {"critical": cfg.notify.response_critical_min,
+                                 "high": cfg.notify.response_high_min},
+        "services": [{"name": s.name, "rto_s": s.rto_s, "department": s.department} for s in cfg.services],
+        "runtime_needed_s": cfg.ups.shutdown_duration_s + cfg.ups.shutdown_reserve_s,
+        "primary": primary.name if primary else None, "backup": backup.name if backup else None,
+    }
+    drills = be.reader.query("SELECT * FROM drills WHERE incident_id = ? ORDER BY id DESC LIMIT 1", [incident_id])
+    if drills:
+        extra["drill"] = drills[0]
+    return extra
 
 
 def markdown_to_html(md: str) -> str:
@@ -78,37 +88,30 @@ def report_response(be: Any, incident_id: int, fmt: str) -> Any:
     inc = be.reader.incident(incident_id)
     if inc is None:
         raise ApiFault(404, "not_found", f"no incident #{incident_id}")
+    row = be.reader.report(incident_id)
     mod = _core_report()
-    data: Any = None
-    md: str | None = None
-    rendered_html: str | None = None
-    if mod is not None and hasattr(mod, "build_report"):
+    data: Any = row.get("json") if row else None
+    md: str | None = row.get("markdown") if row else None
+    page: str | None = None
+    if mod is not None:
         try:
-            events = be.reader.events(incident_id=incident_id, limit=5000)
-            data = _call(mod.build_report, incident=inc, events=events, config=be.config, cfg=be.config,
-                         reader=be.reader, journal=be.reader)
-            if hasattr(mod, "render_markdown"):
-                md = _call(mod.render_markdown, report=data, rep=data, r=data, config=be.config)
-            if hasattr(mod, "render_html"):
-                rendered_html = _call(mod.render_html, report=data, rep=data, r=data, config=be.config)
+            if not isinstance(data, dict):  # no stored report (yet): build one from the journal as it stands
+                events = be.reader.events(incident_id=incident_id, limit=100_000)
+                data = mod.build_report(inc, events, report_extra(be, incident_id))
+            md = mod.render_markdown(data)
+            page = mod.render_html(data)
         except Exception:
             log.exception("report #%s: gateway.core.report failed; using the stored report", incident_id)
-            data = md = rendered_html = None
-    if data is None:
-        row = be.reader.report(incident_id)
-        if row is None:
-            raise ApiFault(404, "no_report", f"incident #{incident_id} has no report yet"
-                           + (" (it is still open)" if inc.get("closed_at") is None else ""))
-        data, md = row.get("json"), row.get("markdown")
+            data, md, page = (row.get("json"), row.get("markdown"), None) if row else (None, None, None)
+    if data is None and md is None:
+        raise ApiFault(404, "no_report", f"incident #{incident_id} has no report yet")
     if fmt == "json":
-        if hasattr(data, "__dataclass_fields__"):
-            import dataclasses
-
-            data = dataclasses.asdict(data)
-        return jsonify(data if isinstance(data, (dict, list)) else {"report": data})
+        return jsonify(data if isinstance(data, (dict, list)) else {"markdown": md or ""})
     md = md if isinstance(md, str) else ""
     if fmt == "html":
-        body = rendered_html if isinstance(rendered_html, str) else _page(f"Incident #{incident_id} report",
-                                                                          markdown_to_html(md))
-        return Response(body, mimetype="text/html")
+        body = page if isinstance(page, str) else _page(f"Incident #{incident_id} report", markdown_to_html(md))
+        resp = Response(body, mimetype="text/html")
+        # the report page is self-contained and carries its own <style> (printable on its own)
+        resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src data:"
+        return resp
     return Response(md, mimetype="text/markdown")

@@ -48,7 +48,8 @@ def digest(*parts: Any) -> str:
 
 def not_modified(etag: str) -> bool:
     """True when the client's If-None-Match already names this (weak) ETag."""
-    return etag in request.if_none_match or "*" in request.if_none_match
+    inm = request.if_none_match
+    return inm.contains_weak(etag) or inm.star_tag
 
 
 def iso(ts: float | None) -> str | None:

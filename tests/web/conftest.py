@@ -13,6 +13,7 @@ import pytest
 from werkzeug.security import generate_password_hash
 
 from gateway import config
+from gateway.core import report
 from gateway.store import Journal
 from web.app import create_app
 from web.backend import FakeBackend
@@ -141,9 +142,12 @@ def seed(journal: Journal, now: float) -> dict[str, int]:
     journal.add_event("power.on_battery", "mains lost: on battery", "critical", incident_id=inc, ts=now - 250)
     closed = journal.insert("incidents", {"kind": "outage", "opened_at": now - 86400, "closed_at": now - 80000,
                                           "severity": "high", "causes": ["wired down"], "title": "ISP outage"})
-    journal.insert("reports", {"incident_id": closed, "created_at": now - 80000,
-                               "json": {"incident_id": closed, "duration_s": 6400},
-                               "markdown": "# Incident report\n\n- lasted **1 h 46 min**\n- [x] failover worked\n"})
+    journal.add_event("uplink.down", "wired: down (blackhole)", "warning", incident_id=closed, ts=now - 86400)
+    journal.add_event("uplink.up", "wired: up", incident_id=closed, ts=now - 80000)
+    row = journal.incident(closed)
+    built = report.build_report(row, journal.events(incident_id=closed), {"site": "Müller & Partner", "tz": "UTC"})
+    journal.insert("reports", {"incident_id": closed, "created_at": now - 80000, "json": built,
+                               "markdown": report.render_markdown(built)})
     drill = journal.insert("drills", {"kind": "wan", "started_at": now - 7 * 86400, "ended_at": now - 7 * 86400 + 300,
                                       "status": "passed", "incident_id": closed, "results": {"steps": ["cut", "ok"]}})
     journal.insert("orders", {"number": "20260302-AB-001", "initials": "AB", "created_at": now - 100, "note": "Meier"})
