@@ -59,6 +59,7 @@ class Policy:
     close_hold_s: float = 180.0
     lookback_s: float = 15.0
     services: tuple[str, ...] = ()  # the business apps watched (names), for the runbook
+    uplinks: tuple[str, ...] = ()  # every configured uplink: "offline" needs all of them down
 
 
 # ------------------------------------------------------------------------------------------ events
@@ -296,7 +297,8 @@ def _conditions(state: State, event: Event, now: float) -> State:
             _set_cond(conds, prefix, f"{prefix}:degraded", f"{event.name}: degraded", "low", now)
         else:
             _set_cond(conds, prefix, None, "", "low", now)
-        if uplinks and all(s == "down" for _, s in uplinks.values()):
+        names = state.policy.uplinks or tuple(uplinks)
+        if names and all(uplinks.get(n, ("", ""))[1] == "down" for n in names):
             _set_cond(conds, "offline", "offline", "no uplink works", "critical", now)
         else:
             _set_cond(conds, "offline", None, "", "low", now)
