@@ -7,7 +7,7 @@ from html import escape
 
 from markupsafe import Markup
 
-W, H = 320, 110  # viewBox; the CSS scales it to the card's width
+W, H = 400, 120  # viewBox; the CSS scales it to the card's width
 PAD_L, PAD_R, PAD_T, PAD_B = 34, 6, 8, 18
 
 
