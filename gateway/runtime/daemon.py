@@ -260,6 +260,11 @@ class DaemonBackend:
     def token(self) -> str:
         return self._d.token
 
+    @property
+    def ready(self) -> bool:
+        """For /healthz: serving (services started) and not stopping."""
+        return self._d.loop is not None and not self._d.stopping.is_set()
+
     def snapshot(self) -> dict[str, Any]:
         return self._d.snapshot()
 
