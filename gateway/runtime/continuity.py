@@ -108,6 +108,7 @@ class ContinuityService(Service):
         self._backup_event = asyncio.Event()
         self.drill: _Drill | None = None
         self.opened_total = 0
+        self.power_sample_s = 1.0  # how often a power drill reads the UPS (the power service polls about as often)
         self._build_apps(ctx.config)
         self._uplink_roles(ctx.config)
         bus = ctx.bus
@@ -730,7 +731,7 @@ class ContinuityService(Service):
             if not mains_cut and samples and len(samples) > 4 and s.get("state") == "online" and \
                     "TEST" not in (u.get("status") or []) and "CAL" not in (u.get("status") or []):
                 break  # the UPS finished its own test
-            if await self._sleep_or_abort(d, 1.0):
+            if await self._sleep_or_abort(d, self.power_sample_s):
                 return False, f"ended early: {d.abort_reason}"
         if mains_cut:
             self._step(d, "restore the mains now")

@@ -285,3 +285,69 @@ def test_app_checks_are_debounced_and_journaled_on_transitions_only(tmp_path: Pa
         ctx.journal.close()
 
     asyncio.run(main())
+
+
+class FakePower:
+    """Stands in for the power service's read side and its UPS battery test (power area owns the real one)."""
+
+    name = "power"
+
+    def __init__(self) -> None:
+        self.charge = 100.0
+        self.testing = False
+        self.reads = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        self.reads += 1
+        if self.testing:
+            self.charge -= 0.5
+            if self.reads > 8:
+                self.testing = False
+        status = ["OL", "TEST"] if self.testing else ["OL"]
+        return {"power": {"state": "online", "ups": {"status": status, "charge_pct": self.charge,
+                                                     "runtime_s": 1200.0, "load_pct": 30.0}}}
+
+    async def battery_test(self) -> dict[str, Any]:
+        self.testing = True
+        return {"message": "test.battery.start accepted"}
+
+
+def test_power_drill_measures_the_runtime_slope_through_the_power_service(tmp_path: Path, http_app: App) -> None:
+    async def main() -> None:
+        svc, ctx, _ = make(tmp_path, http_app.url)
+        power = FakePower()
+        ctx.services["power"] = power  # type: ignore[assignment]
+        svc.power_sample_s = 0.02
+        await svc.start()
+        try:
+            res = await ctx.action("drill", {"kind": "power"}, "admin")
+            row = await until(lambda: next((d for d in ctx.journal.drills() if d["id"] == res["id"]
+                                            and d["status"] != "running"), None), what="power drill finished")
+            r = row["results"]
+            assert r["battery_test"]["message"] == "test.battery.start accepted"
+            assert r["runtime_claim_s"] == 1200.0 and r["runtime_measured_s"] > 0
+            # the fake battery drains in seconds: far below the UPS's claim and the plan's margin
+            assert row["status"] == "failed" and "against the UPS's claim of 20 min" in r["verdict"]
+            assert any("battery test started" in s for s in r["steps"])
+            assert ctx.journal.incident(row["incident_id"])["kind"] == "drill"
+        finally:
+            await svc.stop()
+            ctx.journal.close()
+
+    asyncio.run(main())
+
+
+def test_power_drill_without_a_ups_test_says_so(tmp_path: Path, http_app: App) -> None:
+    async def main() -> None:
+        svc, ctx, _ = make(tmp_path, http_app.url)
+        await svc.start()
+        try:
+            res = await ctx.action("drill", {"kind": "power"}, "admin")
+            row = await until(lambda: next((d for d in ctx.journal.drills() if d["id"] == res["id"]
+                                            and d["status"] != "running"), None), what="drill finished")
+            assert row["status"] == "failed" and "no power service" in row["results"]["verdict"]
+        finally:
+            await svc.stop()
+            ctx.journal.close()
+
+    asyncio.run(main())
