@@ -173,6 +173,9 @@ class ContinuityService(Service):
                 pass
         self._check_tasks.clear()
         self._flush()
+        self._flush_samples(force=True)
+        if self._on_row in self.ctx.journal.listeners:
+            self.ctx.journal.listeners.remove(self._on_row)
         await super().stop()
 
     def _start_checks(self) -> None:
@@ -343,9 +346,11 @@ class ContinuityService(Service):
             iid = self._reports_due[0]
             try:
                 self.write_report(iid)
-            except GatewayError as exc:
+            except GatewayError as exc:  # the journal is unwell: try again on the next tick
                 log.error("continuity: report for incident #%d not written: %s", iid, exc)
                 return
+            except Exception:  # a bug in the report must not block the next ones
+                log.exception("continuity: report for incident #%d failed", iid)
             self._reports_due.pop(0)
 
     def report_extra(self, incident: dict[str, Any]) -> dict[str, Any]:
