@@ -208,10 +208,10 @@ def login_env(tmp_path: Path) -> Iterator[Env]:
 class Served:
     """The app under waitress on 127.0.0.1 in a thread (as the daemon serves it)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, threads: int = 4) -> None:
         from waitress.server import create_server
 
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=4, ident="office-gateway-test")
+        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads, ident="office-gateway-test")
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self.thread = threading.Thread(target=self.server.run, name="waitress-test", daemon=True)
         self.thread.start()
