@@ -518,17 +518,17 @@ class ContinuityService(Service):
         only_if_due = params.get("only_if_due", False)
         if not isinstance(mains_cut, bool) or not isinstance(only_if_due, bool):
             raise ActionRejected("bad_flag", "mains_cut and only_if_due must be true or false")
+        if only_if_due:
+            due = self.next_due(kind)
+            if due is not None and due > self.ctx.wall():
+                when = datetime.fromtimestamp(due, self._tz()).strftime("%Y-%m-%d")
+                return {"id": None, "message": f"no {kind} drill due (next due {when})"}
         if self.drill is not None:
             raise ActionRejected("drill_running", f"drill #{self.drill.id} ({self.drill.kind}) is still running")
         inc = self.state.incident
         if inc is not None:
             raise ActionRejected("incident_open", f"incident #{inc.id} ({inc.title}) is open; drills wait until "
                                  "it is closed")
-        if only_if_due:
-            due = self.next_due(kind)
-            if due is not None and due > self.ctx.wall():
-                when = datetime.fromtimestamp(due, self._tz()).strftime("%Y-%m-%d")
-                return {"id": None, "message": f"no {kind} drill due (next due {when})"}
         if kind == "wan" and not self.backup_names:
             raise ActionRejected("no_backup", "no backup uplink configured; a WAN drill needs one")
         if minutes is None:

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,6 @@ from tests.conftest import needs_root
 
 pytestmark = [needs_root, pytest.mark.lab]
 
-ROOT = Path(__file__).resolve().parents[2]
 CHECK = ("import asyncio, json, sys; from gateway.drivers.apps import AppProbe, AppTarget; "
          "r = asyncio.run(AppProbe().check(AppTarget('CRM', url=sys.argv[1], timeout_s=0.8))); "
          "print(json.dumps({'ok': r.reachable, 'error': r.error, 'ms': r.latency_ms}))")
