@@ -109,8 +109,10 @@ class ContinuityService(Service):
         self.drill: _Drill | None = None
         self.opened_total = 0
         self.power_sample_s = 1.0  # how often a power drill reads the UPS (the power service polls about as often)
+        self._abandoned_wan = False
         self._build_apps(ctx.config)
         self._uplink_roles(ctx.config)
+        self._restore()
         bus = ctx.bus
         for kind in (PowerStatus, UplinkStatus, ActiveUplinkChanged, ServiceReachability, ModemStatus,
                      AlertAcknowledged):
@@ -150,7 +152,7 @@ class ContinuityService(Service):
 
     # --------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        await self._restore()
+        await self._resume()
         self.spawn(every(1.0, self._tick), "tick")
         self._start_checks()
         self.spawn(every(3600.0, self._drill_reminder), "drill-reminder")
@@ -183,14 +185,15 @@ class ContinuityService(Service):
             t.cancel()
         self._check_tasks = [asyncio.ensure_future(self._check_loop(app)) for app in self.apps.values()]
 
-    async def _restore(self) -> None:
-        """Reopen the incident the journal still holds open (crash safety); finish drills cut short."""
+    def _restore(self) -> None:
+        """Reopen the incident the journal still holds open (crash safety); mark drills cut short as failed.
+
+        Runs in ``__init__``: other services may publish facts while they start, before this one does."""
         j = self.ctx.journal
         now = self.ctx.wall()
         max_id = j.query("SELECT max(id) AS m FROM incidents")[0]["m"] or 0
-        open_rows = j.incidents(open_only=True, limit=50)
         current = None
-        for row in open_rows:
+        for row in j.incidents(open_only=True, limit=50):
             try:
                 inc = core.incident_from_row(row)
             except (KeyError, TypeError, ValueError) as exc:
@@ -207,21 +210,30 @@ class ContinuityService(Service):
             raw = d.get("results")
             results: dict[str, Any] = raw if isinstance(raw, dict) else {"steps": []}
             results.setdefault("steps", []).append("the daemon restarted during the drill; drill abandoned")
+            results["verdict"] = "the daemon restarted during the drill"
             j.update("drills", "id", d["id"], {"status": "failed", "ended_at": now, "results": results})
-            if d.get("kind") == "wan" and "failover" in self.ctx.actions:
-                try:
-                    await self.ctx.action("failover", {"target": "auto"}, "drill")
-                except GatewayError as exc:
-                    log.warning("continuity: could not hand the uplinks back to the policy: %s", exc)
+            if d.get("kind") == "wan":
+                self._abandoned_wan = True
         if current is not None:
             for e in j.query("SELECT * FROM events WHERE incident_id = ? ORDER BY id DESC LIMIT ?",
                              [current.id, TIMELINE_LEN]):
                 self._timeline.appendleft(self._short(e))
             log.info("continuity: incident #%d still open after restart (%s)", current.id, current.title)
-            if current.kind == "drill":
+
+    async def _resume(self) -> None:
+        """The asynchronous half of the restore: hand the uplinks back, tell the others, end a cut-short drill."""
+        if self._abandoned_wan and "failover" in self.ctx.actions:
+            try:
+                await self.ctx.action("failover", {"target": "auto"}, "drill")
+            except GatewayError as exc:
+                log.warning("continuity: could not hand the uplinks back to the policy: %s", exc)
+        self._abandoned_wan = False
+        inc = self.state.incident
+        if inc is not None:
+            if inc.kind == "drill":
                 self._feed(core.DrillEnded(False, "the daemon restarted during the drill"))
             else:
-                self._publish_status(current)
+                self._publish_status(inc)
         self._write_reports()
 
     # ------------------------------------------------------------------------------------ feeding
