@@ -285,9 +285,9 @@ def add_window() -> Any:
         raise ApiFault(400, "bad_services", "services must be a list of service names")
     params["services"] = services
     for key in ("switch_to_lte", "emergency"):
-        v = _bool(body, key)
-        if v is not None:
-            params[key] = v
+        flag = _bool(body, key)
+        if flag is not None:
+            params[key] = flag
     return submit("maintenance.add", params, who)
 
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from flask import current_app, request, session
 from werkzeug.security import check_password_hash
@@ -29,7 +30,7 @@ class Principal:
     who: str
 
 
-def backend():  # type: ignore[no-untyped-def]
+def backend() -> Any:
     return current_app.config["BACKEND"]
 
 

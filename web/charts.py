@@ -67,8 +67,8 @@ def line_chart(title: str, series: list[tuple[str, list[tuple[float, float]]]], 
                 runs.append([(t, v)])
         for run in runs:
             if len(run) == 1:
-                x, y = xy(*run[0]).split(",")
-                out.append(f'<circle class="s{i % 4}" cx="{x}" cy="{y}" r="1.8"><title>{escape(name)}</title></circle>')
+                cx, cy = xy(*run[0]).split(",")
+                out.append(f'<circle class="s{i % 4}" cx="{cx}" cy="{cy}" r="1.8"><title>{escape(name)}</title></circle>')
             else:
                 out.append(f'<polyline class="s{i % 4}" points="{" ".join(xy(t, v) for t, v in run)}">'
                            f'<title>{escape(name)}</title></polyline>')

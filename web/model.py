@@ -110,7 +110,7 @@ def _headline(snap: dict[str, Any], avail: dict[str, bool]) -> list[tuple[str, s
 
 def _series(be: Any, name: str, since: float) -> list[tuple[float, float]]:
     try:
-        return be.reader.samples(name, since)
+        return list(be.reader.samples(name, since))
     except Exception:
         return []
 

@@ -206,7 +206,7 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,119}")
 
 
 def kit_dir() -> Path:
-    d = be().config.state_dir / "offline-kit"
+    d = Path(be().config.state_dir) / "offline-kit"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
