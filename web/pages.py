@@ -237,7 +237,7 @@ def kit() -> Any:
     if wants_json():
         return {"files": files}
     return render_template("kit.html", files=files, admin=auth.session_admin(),
-                           max_mb=current_app.config["MAX_CONTENT_LENGTH"] / 1e6)
+                           max_bytes=current_app.config["MAX_CONTENT_LENGTH"])
 
 
 @bp.get("/offline-kit/<path:name>")
