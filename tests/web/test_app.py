@@ -477,7 +477,7 @@ def test_offline_kit_upload_limit(env: Env) -> None:
 def test_orders_page_for_staff(env: Env) -> None:
     c = env.client()
     html = c.get("/orders").get_data(as_text=True)
-    assert "20260302-AB-001" in html and "Meier" in html and "Reconciled" not in html
+    assert "20260302-AB-001" in html and "Meier" in html and "/reconcile" not in html
     env.backend.results["order_number"] = {"number": "20260302-CD-002", "message": "temporary order number 20260302-CD-002"}
     tok = env.csrf(c)
     r = c.post("/orders", data={"initials": "cd", "note": "Schulz", "csrf_token": tok, "next": "/orders"})
@@ -490,7 +490,7 @@ def test_orders_page_for_staff(env: Env) -> None:
     r = c.post("/api/v1/orders", json={"initials": "cd"}, headers={"X-CSRF-Token": tok})
     assert r.status_code == 200
     admin, csrf = env.admin()
-    assert "Reconciled" in admin.get("/orders").get_data(as_text=True)
+    assert "/reconcile" in admin.get("/orders").get_data(as_text=True)
     r = admin.post("/orders/20260302-AB-001/reconcile", data={"csrf_token": csrf, "next": "/orders"})
     assert r.status_code == 302 and env.backend.submitted[-1][:2] == ("order.reconcile", {"number": "20260302-AB-001"})
 

@@ -157,3 +157,28 @@ def test_login_and_manual_failover_through_the_page(browser: Any, served: tuple[
     shoot(page, "admin")
     assert rec.foreign(srv.url) == []
     ctx.close()
+
+
+def test_staff_pages_fit_a_phone(browser: Any, served: tuple[Env, Served]) -> None:
+    env, srv = served
+    kit = env.state / "offline-kit"
+    kit.mkdir()
+    (kit / "Price_list_2026_all_products_final.xlsx").write_bytes(b"x" * 45000)
+    ctx = browser.new_context(viewport={"width": 360, "height": 740})
+    page = ctx.new_page()
+    rec = Recorder(page)
+    page.goto(srv.url + "/login")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(srv.url + "/")
+    for path in ("/", "/offline-kit/", "/orders", "/login"):
+        page.goto(srv.url + path)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 361, path
+    page.goto(srv.url + "/orders")
+    page.fill("input[name=initials]", "AB")
+    page.click("button:has-text('Get a number')")
+    page.wait_for_selector(".flash.ok")
+    assert env.backend.submitted[-1][0] == "order_number"
+    shoot(page, "phone-orders")
+    assert rec.foreign(srv.url) == []
+    ctx.close()
