@@ -125,7 +125,10 @@ def _form_action(action: str, params: dict[str, Any], who: str) -> Any:
     if wants_json():
         return resp
     result = resp.get_json(silent=True) or {}
-    flash(str(result.get("message") or result.get("number") or f"{action}: done"), "ok")
+    if action == "order_number" and result.get("number"):
+        flash(f"Your temporary order number: {result['number']} (write it on the order)", "ok")
+    else:
+        flash(str(result.get("message") or f"{action}: done"), "ok")
     return redirect(back())
 
 

@@ -483,7 +483,7 @@ def test_orders_page_for_staff(env: Env) -> None:
     r = c.post("/orders", data={"initials": "cd", "note": "Schulz", "csrf_token": tok, "next": "/orders"})
     assert r.status_code == 302 and r.headers["Location"] == "/orders"
     assert env.backend.submitted[-1] == ("order_number", {"initials": "cd", "note": "Schulz"}, "staff@192.168.1.20")
-    assert "20260302-CD-002" in c.get("/orders").get_data(as_text=True)
+    assert "Your temporary order number: 20260302-CD-002" in c.get("/orders").get_data(as_text=True)
     r = c.post("/orders", data={"initials": "c3", "csrf_token": tok})
     assert r.status_code == 302 and len(env.backend.submitted) == 1
     assert c.post("/orders", data={"initials": "cd"}).status_code == 403
