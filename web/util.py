@@ -11,7 +11,7 @@ from typing import Any
 from flask import Response, jsonify, request
 
 # Keys whose value changes on every snapshot without the office's state changing: left out of ETags.
-VOLATILE = frozenset({"updated_at", "uptime_s", "last_reading_at"})
+VOLATILE = frozenset({"updated_at", "uptime_s", "last_reading_at", "checked_at", "duration_s"})
 MAX_ID = 2**62  # larger ids cannot be in SQLite; answer 404 instead of overflowing
 
 

@@ -503,3 +503,30 @@ def test_security_headers(env: Env) -> None:
     static = env.client().get("/static/app.js")
     assert static.status_code == 200 and b"If-None-Match" in static.data
     json.loads(env.client().get("/api/v1/openapi.json").data)
+
+
+def test_page_with_the_continuity_snapshot_shape(env: Env) -> None:
+    """The continuity service's own shape: runbook items, its timeline, acked flag, drills summary."""
+    now = time.time()
+    env.backend.snap["incident"] = {
+        "id": 1, "kind": "outage", "severity": "high", "causes": ["wired down"], "title": "Wired ISP down",
+        "opened_at": now - 120, "duration_s": 120.0, "acked": True, "acked_by": "link", "acked_at": now - 60,
+        "active": ["wired down"], "closing_in_s": None,
+        "runbook": [{"item": "recorded", "text": "Time and type of the failure recorded", "auto": True, "done": True,
+                     "done_at": now - 120, "by": "gateway"},
+                    {"item": "isp", "text": "Ticket opened with the ISP", "auto": False, "done": False,
+                     "done_at": None, "by": ""}],
+        "timeline": [{"id": 9, "ts": now - 120, "kind": "uplink.down", "severity": "warning",
+                      "message": "wired: down (blackhole)"}],
+    }
+    env.backend.snap["drills"] = {"last": None, "next_due": now + 86400 * 30, "due": False,
+                                  "running": {"id": 4, "kind": "wan", "steps": ["primary cut", "waiting for CRM"]}}
+    c, _ = env.admin()
+    html = c.get("/").get_data(as_text=True)
+    for text in ("Ticket opened with the ISP", "wired: down (blackhole)", "acknowledged by link",
+                 "Still failing: wired down", "Drill #4 (wan) running: waiting for CRM", "Next drill due"):
+        assert text in html, text
+    assert ">Acknowledge<" not in html  # already acknowledged
+    r1 = c.get("/fragment/status")
+    env.backend.snap["incident"]["duration_s"] = 125.0  # ticks on every snapshot: no new fragment for it
+    assert c.get("/fragment/status", headers={"If-None-Match": r1.headers["ETag"]}).status_code == 304
