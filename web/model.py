@@ -128,6 +128,8 @@ def page_model(be: Any, now: float | None = None) -> dict[str, Any]:
     if inc and isinstance(inc.get("id"), int):
         timeline = inc.get("timeline") if isinstance(inc.get("timeline"), list) else \
             be.reader.events(incident_id=inc["id"], limit=1000)[-60:]
+        timeline = sorted((e for e in timeline if isinstance(e, dict)),
+                          key=lambda e: (float(e.get("ts") or 0), int(e.get("id") or 0)))
     since = now - CHART_HOURS * 3600
     uplink_names = [u.name for u in cfg.uplinks]
     chart_list = [

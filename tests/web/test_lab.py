@@ -1,4 +1,4 @@
-"""End to end: the real daemon (power + notify services) against the lab's real upsd, its page in Chromium.
+"""End to end: the real daemon (power, continuity, notify services) against the lab's real upsd, its page in Chromium.
 
 The page shows the power cut and the return of mains as they happen, without reloading.  Only the power and
 notify services run: the uplink service would change this host's routes outside the lab's namespaces.
@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN = """
 import sys
 from gateway.runtime import daemon
-daemon.SERVICES = ["gateway.runtime.power:PowerService", "gateway.runtime.notify:NotifyService"]
+daemon.SERVICES = ["gateway.runtime.power:PowerService", "gateway.runtime.continuity:ContinuityService",
+                   "gateway.runtime.notify:NotifyService"]
 sys.exit(daemon.run(sys.argv[1]))
 """
 
@@ -111,6 +112,7 @@ def test_page_shows_power_cut_and_return_live(lab_daemon: tuple[Any, str]) -> No
             peer.cut()
             page.wait_for_function(f"{pill} === 'on battery'", timeout=20_000)
             assert page.locator(".headline").inner_text().startswith("On battery")
+            page.wait_for_selector("#incident", timeout=20_000)  # the continuity service opened an incident
             shoot(page, "lab-power-cut")
             peer.restore()
             page.wait_for_function(f"{pill} === 'online'", timeout=20_000)
