@@ -23,6 +23,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import ipaddress
+import itertools
 import json
 import os
 import shutil
@@ -169,11 +170,14 @@ class Lab:
             return
         if have_host:
             _run(["ip", "link", "del", self.host_mgmt_if], check=False)
-        host, gw = _free_mgmt_pair()
-        self.info["mgmt"] = {"host": host, "gw": gw, "host_if": self.host_mgmt_if, "gw_if": GW_MGMT_IF}
-        self.save()
-        _run(["ip", "link", "add", self.host_mgmt_if, "type", "veth", "peer", "name", GW_MGMT_IF, "netns", gw_ns])
-        _run(["ip", "addr", "add", f"{host}/30", "dev", self.host_mgmt_if])
+        with _mgmt_lock():  # labs with other prefixes or lab dirs pick their /30 one at a time
+            # the same /30 as before if it is free, so peers already listening on it stay reachable
+            host, gw = _free_mgmt_pair((self.info.get("mgmt") or {}).get("host"))
+            self.info["mgmt"] = {"host": host, "gw": gw, "host_if": self.host_mgmt_if, "gw_if": GW_MGMT_IF}
+            self.save()
+            _run(["ip", "link", "add", self.host_mgmt_if, "type", "veth", "peer", "name", GW_MGMT_IF,
+                  "netns", gw_ns])
+            _run(["ip", "addr", "add", f"{host}/30", "dev", self.host_mgmt_if])
         # what arrives from the gateway on this link is for the host's peers only, never forwarded on
         _run(["sysctl", "-qw", f"net.ipv4.conf.{self.host_mgmt_if}.forwarding=0"], check=False)
         _run(["ip", "link", "set", self.host_mgmt_if, "up"])
@@ -188,13 +192,16 @@ class Lab:
         mgmt = self.info["mgmt"]["host"]
         jobs: dict[str, Any] = {}
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            # a peer that died comes back on its old port, so a running daemon's config stays right
             if not self._ups_running():
+                port = self._old_port(self.dir / "ups")
                 self._stop_ups()
-                jobs["ups"] = pool.submit(UpsPeer(self.dir / "ups", dump, extra_listen=[mgmt]).start)
+                jobs["ups"] = pool.submit(UpsPeer(self.dir / "ups", dump, port, extra_listen=[mgmt]).start)
             for name, data in (("core", CISCO), ("tplink", TPLINK)):
                 if not self._switch_running(name):
+                    port = self._old_port(self.dir / f"snmp-{name}")
                     self._stop_switch(name)
-                    peer = SnmpPeer(self.dir / f"snmp-{name}", "127.0.0.1", None, data, extra_listen=[mgmt])
+                    peer = SnmpPeer(self.dir / f"snmp-{name}", "127.0.0.1", port, data, extra_listen=[mgmt])
                     jobs[name] = pool.submit(peer.start)
             errors = []
             for name, fut in jobs.items():
@@ -204,6 +211,13 @@ class Lab:
                     errors.append(f"{name}: {exc}")
         if errors:
             raise RuntimeError("; ".join(errors))
+
+    @staticmethod
+    def _old_port(workdir: Path) -> int | None:
+        try:
+            return int(json.loads((workdir / "peer.json").read_text())["port"])
+        except (OSError, ValueError, KeyError):
+            return None
 
     def _ups_running(self) -> bool:
         try:
@@ -447,7 +461,19 @@ close_hold_s = 30.0
                    uplinks=d["uplinks"], mgmt=self.info.get("mgmt"))
         if faults:
             with contextlib.suppress(*LAB_ERRORS):
-                out["faults"] = self.topo.faults()
+                out["faults"] = self._faults()
+        return out
+
+    def _faults(self) -> dict[str, str]:
+        """net.py's view, except that a link the lab did not take down is "up" even without carrier: the
+        gateway side of the LTE link is down until the modem dials, which is the modem's business."""
+        out = self.topo.faults()
+        for side, what in out.items():
+            if what == "down":
+                flags = _run(["ip", "-n", self.topo.ns[side], "-o", "link", "show", "eth0"], check=False).stdout
+                flags = flags.split("<", 1)[-1].split(">", 1)[0].split(",")
+                if "UP" in flags:
+                    out[side] = "up"
         return out
 
     # ------------------------------------------------------------------------------------ daemon
@@ -599,8 +625,22 @@ def _free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _free_mgmt_pair() -> tuple[str, str]:
-    """The first /30 of 198.18.0.0/15 that no address of the host is in: (host .1, gateway .2)."""
+@contextlib.contextmanager
+def _mgmt_lock() -> Iterator[None]:
+    """A host-wide lock without a file of its own: flock on /run/lock (or /tmp), a directory every lab shares."""
+    path = "/run/lock" if os.path.isdir("/run/lock") else "/tmp"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _free_mgmt_pair(prefer: str | None = None) -> tuple[str, str]:
+    """``prefer``'s /30, else the first /30 of 198.18.0.0/15 that no address of the host is in:
+    (host .1, gateway .2)."""
     out = _run(["ip", "-4", "-o", "addr", "show"], check=False).stdout
     used = []
     for line in out.splitlines():
@@ -608,7 +648,9 @@ def _free_mgmt_pair() -> tuple[str, str]:
         if "inet" in parts:
             with contextlib.suppress(ValueError):
                 used.append(ipaddress.ip_interface(parts[parts.index("inet") + 1]).network)
-    for net in MGMT_NET.subnets(new_prefix=30):
+    first = [ipaddress.ip_interface(f"{prefer}/30").network] if prefer else []
+    nets = itertools.chain(first, MGMT_NET.subnets(new_prefix=30))
+    for net in nets:
         if not any(net.overlaps(u) for u in used):
             hosts = list(net.hosts())
             return str(hosts[0]), str(hosts[1])
