@@ -603,12 +603,16 @@ close_hold_s = 30.0
         if self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
             done.append(str(self.dir))
+        self.tidy()
+        self.info = {}
+        return done
+
+    def tidy(self) -> None:
+        """Remove the lock file, and the base dir if no other lab is left in it."""
         with contextlib.suppress(OSError):
             (self.dir.parent / f".{self.prefix}.lock").unlink()
         with contextlib.suppress(OSError):
-            self.dir.parent.rmdir()  # only if no other lab is left
-        self.info = {}
-        return done
+            self.dir.parent.rmdir()
 
 
 def _is_number(s: str) -> bool:
@@ -718,8 +722,15 @@ def run_lab(args: argparse.Namespace) -> int:
     cmd = args.lab_cmd
     try:
         if cmd == "up":
-            with lab.locked():
-                st = lab.up(args.ups_dump)
+            existed = lab.exists()
+            try:
+                with lab.locked():
+                    st = lab.up(args.ups_dump)
+            except (LabUsage, *LAB_ERRORS):
+                if not existed:  # a first up that failed half way leaves nothing behind
+                    with lab.locked():
+                        lab.down()
+                raise
             print(json.dumps(st, indent=2) if args.json else _describe(st))
             return EXIT_OK
         if cmd == "down":
