@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MGMT_NET = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544: never routed on the internet
 GW_MGMT_IF = "mgmt0"
 SINK_ADDR, SINK_PORT = "203.0.113.10", 8080
+LAN_WEB_PORT = 8080  # the page on the gateway's LAN address, for the office PC
 DAEMON_START_TIMEOUT_S = 60.0
 LAB_ERRORS = (LabNetError, UpsPeerError, SnmpPeerError, RuntimeError, OSError, subprocess.SubprocessError)
 
@@ -439,7 +440,8 @@ close_hold_s = 30.0
         out: dict[str, Any] = {
             "web": f"http://127.0.0.1:{self.info.get('web_port')}" if self.info.get("web_port") else None,
             "ups": None, "switches": {}, "netns": d["netns"], "modem": None, "config": str(self.config_path),
-            "inet": {**d["inet"], "notify_sink": f"http://{SINK_ADDR}:{SINK_PORT}/"}, "lan": d["lan"],
+            "inet": {**d["inet"], "notify_sink": f"http://{SINK_ADDR}:{SINK_PORT}/"},
+            "lan": {**d["lan"], "page": f"http://{d['lan']['gateway']}:{LAN_WEB_PORT}/"},
         }
         with contextlib.suppress(OSError, ValueError, KeyError):
             u = self.ups()
@@ -497,19 +499,24 @@ close_hold_s = 30.0
             sock.bind(("127.0.0.1", int(self.info["web_port"])))
             url = f"http://127.0.0.1:{self.info['web_port']}"
         sock.listen(64)
-        fd = sock.fileno()
+        socks = [sock]
+        lan = self.topo.describe()["lan"]["gateway"]
+        try:  # the page for the office PC too, on the gateway's LAN address, as on the real box
+            socks.append(_socket_in_netns(self.topo.ns["gw"], lan, LAN_WEB_PORT))
+        except OSError as exc:
+            print(f"gateway lab: no page on the LAN side ({lan}:{LAN_WEB_PORT}): {exc}", file=sys.stderr)
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                "PYTHONUNBUFFERED": "1"}
         for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC"):
             env.pop(k, None)
-        # systemd's socket-activation protocol: the listening socket becomes fd 3 of the daemon, LISTEN_PID its
-        # pid (sh's, which ip netns exec and python keep by exec'ing)
-        cmd = (f"exec 3<&{fd} {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec ip netns exec {self.topo.ns['gw']} "
-               f"{sys.executable} -m gateway run --config {self.config_path}")
+        fds = [s.fileno() for s in socks]
+        argv = [sys.executable, "-c", _LAUNCH, ",".join(map(str, fds)), "ip", "netns", "exec", self.topo.ns["gw"],
+                sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)]
         with open(self.dir / "daemon.log", "ab") as log:
-            proc = subprocess.Popen(["sh", "-c", cmd], pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=log,
+            proc = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, env=env, cwd=str(ROOT), start_new_session=True)
-        sock.close()
+        for s_ in socks:
+            s_.close()
         self.info["daemon_pid"] = proc.pid
         self.save()
         deadline = time.monotonic() + timeout_s
@@ -613,6 +620,54 @@ close_hold_s = 30.0
             (self.dir.parent / f".{self.prefix}.lock").unlink()
         with contextlib.suppress(OSError):
             self.dir.parent.rmdir()
+
+
+# systemd's socket-activation protocol without systemd: the passed sockets become fds 3, 4, ... of the daemon
+# and LISTEN_PID its pid (this launcher's, which ip netns exec and python keep by exec'ing)
+_LAUNCH = """
+import fcntl, os, sys
+fds = [fcntl.fcntl(int(f), fcntl.F_DUPFD, 64) for f in sys.argv[1].split(",")]
+for f in sys.argv[1].split(","):
+    os.close(int(f))
+for i, f in enumerate(fds):
+    os.dup2(f, 3 + i)
+    os.close(f)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(fds)))
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+CLONE_NEWNET = 0x40000000
+
+
+def _socket_in_netns(netns: str, host: str, port: int) -> socket.socket:
+    """A listening TCP socket made inside ``netns`` (by a short-lived thread that enters it), usable from here."""
+    import ctypes
+    import threading
+
+    result: list[socket.socket | OSError] = []
+
+    def work() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns {netns}")
+            finally:
+                os.close(fd)
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+            s.listen(64)
+            result.append(s)
+        except OSError as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=work, name="netns-socket")  # the thread ends, taking its namespace with it
+    t.start()
+    t.join()
+    if isinstance(result[0], OSError):
+        raise result[0]
+    return result[0]
 
 
 def _is_number(s: str) -> bool:
@@ -819,7 +874,8 @@ def _describe(st: dict[str, Any]) -> str:
               f"  namespaces   {' '.join(st['netns'].values())}",
               f"  internet     CRM {st['inet']['crm']}, probe hosts {', '.join(st['inet']['hosts'])}, "
               f"DNS {st['inet'].get('dns')}, notifications {st['inet']['notify_sink']}",
-              f"  office PC    {st['lan']['pc']} (ip netns exec {st['netns']['lan']} ...)"]
+              f"  office PC    {st['lan']['pc']} (ip netns exec {st['netns']['lan']} ...), "
+              f"the page there: {st['lan']['page']}"]
     if st.get("mgmt"):
         lines.append(f"  management   host {st['mgmt']['host']} <-> gateway {st['mgmt']['gw']}")
     if st.get("daemon"):
