@@ -472,8 +472,8 @@ close_hold_s = 30.0
         out = self.topo.faults()
         for side, what in out.items():
             if what == "down":
-                flags = _run(["ip", "-n", self.topo.ns[side], "-o", "link", "show", "eth0"], check=False).stdout
-                flags = flags.split("<", 1)[-1].split(">", 1)[0].split(",")
+                link = _run(["ip", "-n", self.topo.ns[side], "-o", "link", "show", "eth0"], check=False).stdout
+                flags = link.split("<", 1)[-1].split(">", 1)[0].split(",")
                 if "UP" in flags:
                     out[side] = "up"
         return out
@@ -532,7 +532,7 @@ close_hold_s = 30.0
 
     def daemon_stop(self, kill: bool = False) -> int | None:
         pid = self.info.get("daemon_pid")
-        if alive(pid):
+        if isinstance(pid, int) and alive(pid):
             if kill:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -835,7 +835,7 @@ def run_lab(args: argparse.Namespace) -> int:
 
 def _panel(lab: Lab, args: argparse.Namespace) -> int:
     try:
-        from gateway.lab import panel_client  # type: ignore[attr-defined]
+        from gateway.lab import panel_client
     except ImportError:
         _err("the panel client is not built yet (gateway/lab/panel_client.py)")
         return EXIT_FAIL

@@ -119,7 +119,7 @@ def write_vars(dev: Path, values: dict[str, str]) -> None:
     for key, value in values.items():
         pat = re.compile(rf"^{re.escape(key)}:.*$", re.M)
         line = f"{key}: {value}"
-        text = pat.sub(lambda _m, line=line: line, text) if pat.search(text) else text.rstrip("\n") + f"\n{line}\n"
+        text = pat.sub(line.replace("\\", "\\\\"), text) if pat.search(text) else text.rstrip("\n") + f"\n{line}\n"
     old_mtime = int(dev.stat().st_mtime)
     tmp = dev.with_suffix(".tmp")
     tmp.write_text(text)
