@@ -194,10 +194,14 @@ def test_daemon_start_status_and_kill(lab: LabRun) -> None:
     assert "power" in json.loads(r.stdout)
     # the daemon runs inside the gateway namespace
     assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{lab.prefix}gw").st_ino
-    # the office PC sees the page on the gateway's LAN address
-    r = lab.ns("lan", [sys.executable, "-c", f"import urllib.request; print(urllib.request.urlopen("
-                                             f"'{st['lan']['page']}healthz', timeout=5).status)"])
-    assert r.stdout.strip() == "200", r.stderr
+    # the CLI also finds it through the lab's config (the daemon's daemon.json in its state dir)
+    r = lab.gw("--config", st["config"], "status", "--json")
+    assert r.returncode == 0, r.stderr
+    # the office PC sees the page on the gateway's LAN address (opt-in, see gateway.lab.cli.lan_page_enabled)
+    if st["lan"]["page"]:
+        r = lab.ns("lan", [sys.executable, "-c", f"import urllib.request; print(urllib.request.urlopen("
+                                                 f"'{st['lan']['page']}healthz', timeout=5).status)"])
+        assert r.stdout.strip() == "200", r.stderr
     # the mock panel through the daemon's socket
     r = lab.lab("panel", "--json")
     assert r.returncode == 0, r.stderr
