@@ -128,6 +128,7 @@ class PanelService(Service):
         if self.driver is not None and self.driver.mock:
             await self._serve()
         self.spawn(self._render_loop(), "render")
+        await asyncio.sleep(0)  # let it begin, so a stop right after start finds it running
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -286,10 +287,11 @@ class PanelService(Service):
                 self._reapply_modem()
             busy = core.animated(self._out) or self.core.pressed_at is not None
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), RENDER_S if busy else IDLE_S)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the wake-up,
+            # and stop() would wait for this loop forever
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RENDER_S if busy else IDLE_S):
+                    await self._wake.wait()
 
     def _reapply_modem(self) -> None:
         """Desired state, re-applied: the modem is powered unless a power cycle is under way."""
@@ -412,7 +414,8 @@ class PanelService(Service):
         self.driver.drive_button(pressed)
         while self._edges_done < target:
             self._edge_seen.clear()
-            await asyncio.wait_for(self._edge_seen.wait(), 5)
+            async with asyncio.timeout(5):
+                await self._edge_seen.wait()
 
     # ------------------------------------------------------------------------------------ reporting
     def panel_state(self) -> dict[str, Any]:
