@@ -530,6 +530,13 @@ def _check(cfg: Config, probs: _Problems) -> None:
             probs.add(f"services[{i}]", "give exactly one of url or address")
         if s.address and not re.fullmatch(r"\[?[\w.:\-]+\]?:\d{1,5}", s.address):
             probs.add(f"services[{i}].address", f"{s.address!r} is not host:port")
+    if cfg.panel.quiet_hours:
+        from gateway.core.panel import parse_quiet_hours
+
+        try:
+            parse_quiet_hours(cfg.panel.quiet_hours)
+        except ValueError as exc:
+            probs.add("panel.quiet_hours", str(exc))
     svc = {s.name for s in cfg.services}
     from gateway.core.maintenance import RecurrenceError, parse_recurrence
 
