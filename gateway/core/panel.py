@@ -389,6 +389,39 @@ def animated(out: PanelOutput) -> bool:
     return out.buzzer != "off" or any(lo.pattern not in ("on", "off") for _, lo in out.leds)
 
 
+def next_change(out: PanelOutput, now: float) -> float | None:
+    """Seconds until some LED or the buzzer changes next (None: the panel is steady), so the runtime can
+    sleep exactly that long instead of polling."""
+    waits = [_led_wait(lo.pattern, now) for _, lo in out.leds] + [_buzz_wait(out.buzzer, now - out.buzzer_since)]
+    found = [w for w in waits if w is not None]
+    return min(found) if found else None
+
+
+def _led_wait(pattern: str, t: float) -> float | None:
+    on_s, off_s = LED_PATTERNS[pattern]
+    if on_s <= 0 or off_s <= 0:
+        return None
+    phase = t % (on_s + off_s)
+    return on_s - phase if phase < on_s else on_s + off_s - phase
+
+
+def _buzz_wait(pattern: str, t: float) -> float | None:
+    steps, repeat = BUZZER_PATTERNS[pattern]
+    period = pattern_length(pattern)
+    if not steps or period <= 0 or (not repeat and t >= period):
+        return None
+    if t < 0:
+        return -t
+    t = t % period if repeat else t
+    edge = 0.0
+    for on_s, off_s in steps:
+        for d in (on_s, off_s):
+            edge += d
+            if edge > t:
+                return edge - t
+    return period - t
+
+
 def led_value(pattern: str, t: float) -> float:
     """Brightness 0..1 of an LED pattern ``t`` seconds after its time zero."""
     on_s, off_s = LED_PATTERNS[pattern]

@@ -43,8 +43,11 @@ from gateway.runtime.service import Context, Service
 
 log = logging.getLogger("gateway.panel")
 
-RENDER_S = 0.025  # while something blinks or beeps (the shortest beep is 60 ms)
-IDLE_S = 1.0  # while the panel is steady: ticks for the stuck button and quiet hours
+# The render loop sleeps until the next edge of a pattern (the shortest beep is 60 ms), at most IDLE_S: ticks for
+# the stuck button, quiet hours and the modem line.
+IDLE_S = 1.0
+EDGE_SLACK_S = 0.001  # wake a hair after an edge, so the pattern is evaluated past it
+MIN_SLEEP_S = 0.002
 QUIET_CHECK_S = 30.0
 MODEM_REAPPLY_S = 5.0
 PRESS_S = 0.15  # how long a lab "press" holds the button down
@@ -285,13 +288,23 @@ class PanelService(Service):
             if self._modem_at + MODEM_REAPPLY_S <= now:
                 self._modem_at = now
                 self._reapply_modem()
-            busy = core.animated(self._out) or self.core.pressed_at is not None
             self._wake.clear()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the wake-up,
             # and stop() would wait for this loop forever
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RENDER_S if busy else IDLE_S):
+                async with asyncio.timeout(self._sleep_s(now)):
                     await self._wake.wait()
+
+    def _sleep_s(self, now: float) -> float:
+        """Until the next edge of a pattern (a hair past it), the button becoming armed, or a quiet tick."""
+        wait = core.next_change(self._out, now)
+        delay = IDLE_S if wait is None else min(IDLE_S, wait + EDGE_SLACK_S)
+        pressed = self.core.pressed_at
+        if pressed is not None and not self.core.stuck:
+            to_armed = pressed + self.core.policy.hold_s - now
+            if to_armed > 0:
+                delay = min(delay, to_armed + EDGE_SLACK_S)
+        return max(MIN_SLEEP_S, delay)
 
     def _reapply_modem(self) -> None:
         """Desired state, re-applied: the modem is powered unless a power cycle is under way."""
