@@ -9,8 +9,10 @@ Every gpiozero error is translated here into :class:`DeviceUnavailable`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import threading
 import tomllib
 from collections.abc import Callable
@@ -174,14 +176,29 @@ def is_raspberry_pi() -> bool:
     return False
 
 
-def make_factory(choice: str = "auto") -> tuple[Any, bool]:
+def _prepare_lgpio(workdir: Path | None) -> None:
+    """lgpio makes a notification pipe in the current directory when it is imported, which fails under
+    systemd's ProtectSystem=strict (cwd "/"): point it (LG_WD) and the import at a writable directory."""
+    if workdir is None or "lgpio" in sys.modules:
+        return
+    os.environ.setdefault("LG_WD", str(workdir))
+    try:
+        with contextlib.chdir(workdir):
+            import lgpio  # noqa: F401
+    except Exception as exc:  # not installed, or not a Pi: gpiozero reports it when it tries
+        log.debug("panel: lgpio not imported: %s", exc)
+
+
+def make_factory(choice: str = "auto", workdir: Path | None = None) -> tuple[Any, bool]:
     """(gpiozero pin factory, is it the mock).  ``auto``: GPIOZERO_PIN_FACTORY if set (``mock`` means mock
-    pins with PWM), else gpiozero's default on a Raspberry Pi, else mock pins (a lab or a laptop)."""
+    pins with PWM), else gpiozero's default on a Raspberry Pi, else mock pins (a lab or a laptop).
+    ``workdir`` is a writable directory for lgpio's notification pipe (the state directory)."""
     env = os.environ.get("GPIOZERO_PIN_FACTORY", "").strip().lower()
     if choice == "auto":
         if env:
             choice = env
         elif is_raspberry_pi():
+            _prepare_lgpio(workdir)
             return None, False  # gpiozero picks: lgpio, then RPi.GPIO, then pigpio, then native
         else:
             log.warning("panel: not a Raspberry Pi: using mock GPIO pins")
@@ -192,6 +209,7 @@ def make_factory(choice: str = "auto") -> tuple[Any, bool]:
 
             return MockFactory(pin_class=MockPWMPin), True
         if choice == "lgpio":
+            _prepare_lgpio(workdir)
             from gpiozero.pins.lgpio import LGPIOFactory
 
             return LGPIOFactory(), False

@@ -104,7 +104,7 @@ class PanelService(Service):
 
     def _make_driver(self, cfg: Config) -> PanelDriver | None:
         try:
-            factory, mock = make_factory(cfg.panel.pin_factory)
+            factory, mock = make_factory(cfg.panel.pin_factory, cfg.state_dir if cfg.state_dir.is_dir() else None)
             return PanelDriver(load_board(cfg.panel.board), factory, mock)
         except GatewayError as exc:
             self.error = str(exc)
