@@ -1,0 +1,72 @@
+"""The daemon with every feature on in the lab: RSS, idle CPU, journal growth per day at steady state.
+
+Goals (issue 13): RSS <= 60 MB, idle CPU <= 2 % of a core at the default probe rates, journal <= 5 MB/day.
+Baselines are the peers' figures where one exists: NUT's upsmon polls every 5 s; for RSS the baseline is
+a bare Python interpreter measured here, so the ratio says what the daemon adds.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gateway import config
+from tests.bench.labrun import Lab, proc_cpu_s, proc_rss_kb, snapshot, wait_for
+
+IDLE_S = float(os.environ.get("BENCH_IDLE_S", "60"))
+
+
+def _bare_python_rss_kb() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.5)  # let the interpreter finish starting before it is measured
+        return proc_rss_kb(p.pid)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _journal_bytes(path: Path) -> int:
+    """Bytes of content (pages in use), not the file size, which only grows in page-sized steps."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        page = con.execute("PRAGMA page_size").fetchone()[0]
+        count = con.execute("PRAGMA page_count").fetchone()[0]
+        free = con.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((count - free) * page)
+    finally:
+        con.close()
+
+
+def run() -> dict[str, dict[str, object]]:
+    if os.geteuid() != 0:
+        raise RuntimeError("needs root: the lab uses network namespaces")
+    out: dict[str, dict[str, object]] = {}
+    with Lab() as lab:
+        wait_for(lambda: snapshot(lab.web)["uplinks"], 60, "the uplinks reported")
+        pid = lab.pid
+        time.sleep(10)  # settle: the first probes, the modem dialling, the first samples
+        journal = config.load(lab.status["config"]).state_dir / "journal.db"
+        b0, c0, t0 = _journal_bytes(journal), proc_cpu_s(pid), time.monotonic()
+        time.sleep(IDLE_S)
+        b1, c1, t1 = _journal_bytes(journal), proc_cpu_s(pid), time.monotonic()
+        rss_kb = proc_rss_kb(pid)
+    elapsed = t1 - t0
+    base_rss = _bare_python_rss_kb()
+    out["daemon_rss_mb"] = {"value": round(rss_kb / 1024, 1), "unit": "MB", "baseline": round(base_rss / 1024, 1),
+                            "goal": "<= 60 MB (baseline: bare python)"}
+    out["daemon_idle_cpu_pct"] = {"value": round(100 * (c1 - c0) / elapsed, 2), "unit": "%", "baseline": None,
+                                  "goal": "<= 2 % of a core"}
+    per_day = max(0, b1 - b0) * 86400 / elapsed
+    out["journal_growth_mb_per_day"] = {"value": round(per_day / 1e6, 2), "unit": "MB/day", "baseline": None,
+                                        "goal": "<= 5 MB/day"}
+    return out
+
+
+if __name__ == "__main__":
+    for k, v in run().items():
+        print(k, v)
