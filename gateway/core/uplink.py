@@ -179,6 +179,22 @@ def initial(policy: Policy, now: float = 0.0, active: str | None = None) -> Upli
     return UplinksState(policy, ups, first, active_since=now)
 
 
+def reconfigure(state: UplinksState, policy: Policy, now: float) -> UplinksState:
+    """A new policy (config reload): an uplink whose spec is unchanged keeps its health and history, so a
+    reload re-journals nothing; a new or changed one starts unknown.  Traffic stays where it is."""
+    fresh = initial(policy, now, state.active)
+    kept: list[Uplink] = []
+    for u in fresh.uplinks:
+        old = state.uplink(u.name)
+        kept.append(old if old is not None and state.policy.spec(u.name) == policy.spec(u.name) else u)
+    names = {u.name for u in kept}
+    override = state.override if state.override in names else None
+    published = tuple(p for p in state.published if p[0] in names)
+    same_active = fresh.active == state.active
+    return replace(state, policy=policy, uplinks=tuple(kept), active=fresh.active, override=override,
+                   published=published, active_since=state.active_since if same_active else now)
+
+
 # ------------------------------------------------------------------------------------- statistics
 
 def loss_pct(t: Target, window: int) -> float | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import Config
@@ -157,8 +157,8 @@ class UplinkService(Service):
             if r.prober is not None:
                 r.prober.close()
         self._build_runs(config)
-        self.state = core.initial(policy_of(config), self.ctx.monotonic(), old.active)
-        self.state = replace(self.state, override=old.override)
+        # unchanged uplinks keep their health, so a reload journals no spurious "wired: up"
+        self.state = core.reconfigure(old, policy_of(config), self.ctx.monotonic())
         for r in self.runs.values():
             self._ensure_table(r)
 
