@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.core.errors import DeviceRefused, GatewayError
 from gateway.lab import modem_emu
 from gateway.lab.net import LabNetError, Topology
 from gateway.lab.snmp import CISCO, TPLINK, SnmpPeer, SnmpPeerError
@@ -51,11 +52,14 @@ LAN_WEB_PORT = 8080  # the page on the gateway's LAN address, for the office PC
 
 
 def lan_page_enabled() -> bool:
-    """A second web socket on the gateway's LAN address: opt-in ($GATEWAY_LAB_LAN_PAGE=1) because the daemon
-    describes a server with two sockets in daemon.json as "http://127.0.0.1:PORT:" (see the lab's report)."""
-    return os.environ.get("GATEWAY_LAB_LAN_PAGE") == "1"
+    """A second web socket on the gateway's LAN address, so the office PC sees the page as on the real box;
+    on unless $GATEWAY_LAB_LAN_PAGE is 0 (then only the host's 127.0.0.1 socket is passed)."""
+    return os.environ.get("GATEWAY_LAB_LAN_PAGE", "1").strip().lower() not in ("0", "no", "false", "off")
+
 DAEMON_START_TIMEOUT_S = 60.0
-LAB_ERRORS = (LabNetError, UpsPeerError, SnmpPeerError, RuntimeError, OSError, subprocess.SubprocessError)
+# GatewayError: what the daemon's side raises through the lab (the panel socket refusing or not answering)
+LAB_ERRORS = (LabNetError, UpsPeerError, SnmpPeerError, GatewayError, RuntimeError, OSError,
+              subprocess.SubprocessError)
 
 
 class LabUsage(ValueError):
@@ -834,6 +838,9 @@ def run_lab(args: argparse.Namespace) -> int:
     except ValueError as exc:  # the modem emulator refusing a value
         _err(str(exc))
         return EXIT_USAGE
+    except DeviceRefused as exc:  # the daemon's side said no to what was asked (e.g. a hold of -1 s)
+        _err(str(exc))
+        return EXIT_USAGE
     except LAB_ERRORS as exc:
         _err(str(exc))
         return EXIT_FAIL
@@ -856,7 +863,9 @@ def _panel(lab: Lab, args: argparse.Namespace) -> int:
         if args.action == "press":
             reply = panel_client.press(state_dir)
         else:
-            reply = panel_client.hold(state_dir, s=args.seconds) if args.seconds else panel_client.hold(state_dir)
+            # the daemon judges the value (0 < s <= 300); a refusal comes back as DeviceRefused (exit 2)
+            reply = panel_client.hold(state_dir, s=args.seconds) if args.seconds is not None else \
+                panel_client.hold(state_dir)
         print(json.dumps(reply) if not isinstance(reply, str) else reply)
         return EXIT_OK
     st = panel_client.state(state_dir)

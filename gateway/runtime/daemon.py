@@ -171,9 +171,7 @@ class Daemon:
                                    ident="office-gateway")
         self.web_server = server
         threading.Thread(target=server.run, name="web", daemon=True).start()
-        addr = server.effective_host if hasattr(server, "effective_host") else self.cfg.web.listen
-        port = getattr(server, "effective_port", "")
-        return f"http://{addr}:{port}"
+        return _server_url(server, self.cfg.web.listen)
 
     # ---------------------------------------------------------------------------------- lifecycle
     def reload(self) -> None:
@@ -243,6 +241,23 @@ class Daemon:
         self.journal.add_event("daemon.stop", "daemon stopped")
         self.journal.close()
         return 0
+
+
+def _server_url(server: Any, listen: str) -> str:
+    """The URL of the web server: its first socket (a server on several sockets, e.g. systemd's or the lab's
+    loopback + LAN pair, has ``effective_listen`` and no single ``effective_host``)."""
+    listening = getattr(server, "effective_listen", None)
+    if listening:
+        host, port = listening[0][0], listening[0][1]
+    elif hasattr(server, "effective_host"):
+        host, port = server.effective_host, server.effective_port
+    else:
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]")
+    host = str(host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 class DaemonBackend:

@@ -197,11 +197,18 @@ def test_daemon_start_status_and_kill(lab: LabRun) -> None:
     # the CLI also finds it through the lab's config (the daemon's daemon.json in its state dir)
     r = lab.gw("--config", st["config"], "status", "--json")
     assert r.returncode == 0, r.stderr
-    # the office PC sees the page on the gateway's LAN address (opt-in, see gateway.lab.cli.lan_page_enabled)
-    if st["lan"]["page"]:
-        r = lab.ns("lan", [sys.executable, "-c", f"import urllib.request; print(urllib.request.urlopen("
-                                                 f"'{st['lan']['page']}healthz', timeout=5).status)"])
-        assert r.stdout.strip() == "200", r.stderr
+    # the daemon names its first socket (the host's loopback one) in daemon.json, not "http://127.0.0.1:PORT:"
+    served = json.loads((Path(st["state_dir"]) / "daemon.json").read_text())
+    assert served["url"] == st["web"], served
+    # the office PC sees the status page on the gateway's LAN address (on by default)
+    page = st["lan"]["page"]
+    assert page == f"http://{st['lan']['gateway']}:8080/", st["lan"]
+    r = lab.ns("lan", [sys.executable, "-c", "import sys, urllib.request; r = urllib.request.urlopen(sys.argv[1], "
+                       "timeout=10); print(r.status, r.headers.get_content_type()); print(r.read().decode())", page])
+    assert r.returncode == 0, r.stderr
+    head, _, body = r.stdout.partition("\n")
+    assert head == "200 text/html", r.stdout[:300]
+    assert 'id="power"' in body and "Lab Office" in body
     # the mock panel through the daemon's socket
     r = lab.lab("panel", "--json")
     assert r.returncode == 0, r.stderr
@@ -209,10 +216,25 @@ def test_daemon_start_status_and_kill(lab: LabRun) -> None:
     assert {"leds", "buzzer"} <= set(panel) and "power" in panel["leds"]
     r = lab.lab("button", "press")
     assert r.returncode == 0, r.stderr
+    # a value the daemon's panel refuses: one clear line and exit 2, not a traceback
+    r = lab.lab("button", "hold", "--seconds", "0")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.strip().startswith("gateway lab: panel:") and len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = lab.lab("daemon", "kill")
     assert r.returncode == 0, r.stderr
     assert "daemon" not in lab.status()
     assert lab.gw("status").returncode == 3
+    # SIGKILL leaves the panel socket behind with nobody serving it: one clear line, exit 1
+    sock_path = Path(st["state_dir"]) / "panel.sock"
+    if not sock_path.exists():  # the kernel keeps the file of a killed server; make one stale if it did not
+        import socket
+
+        with socket.socket(socket.AF_UNIX) as stale:
+            stale.bind(str(sock_path))
+    r = lab.lab("panel", "--json")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "panel" in r.stderr
 
 
 def test_down_leaves_nothing(lab: LabRun) -> None:
