@@ -171,6 +171,7 @@ class Modem:
     registration_timeout_s: float = opt(180.0, min=0, max=86400)  # not registered this long is trouble
     dial_retry_s: float = opt(15.0, min=0, max=3600)
     giveup_retry_s: float = opt(3600.0, min=0, max=604800)  # after giving up, retry the ladder this often
+    recovery_clear_s: float = opt(15.0, min=0, max=3600)  # trouble is over after this long without it
     power_off_s: float = opt(5.0, min=0.5, max=600)  # how long the USB power stays off on a power cycle
 
 
@@ -261,8 +262,10 @@ class Drills:
 
 @dataclass(frozen=True)
 class Journal:
-    retention_days: int = opt(400, min=1, max=36500)
-    max_mb: float = opt(200.0, min=1, max=100_000)
+    # age after which events and samples go; a float, so a compressed-time lab (the soak) can keep minutes
+    retention_days: float = opt(400.0, min=0.0001, max=36500)
+    max_mb: float = opt(200.0, min=0.1, max=100_000)
+    retention_interval_s: float = opt(3600.0, min=1, max=86400)  # how often retention runs
     summary_interval_s: float = opt(300.0, min=10, max=86400)
 
 

@@ -203,7 +203,7 @@ class Daemon:
 
     async def _housekeeping(self) -> None:
         while True:
-            await asyncio.sleep(3600)
+            await asyncio.sleep(self.cfg.journal.retention_interval_s)
             try:
                 n = self.journal.apply_retention(self.cfg.journal.retention_days, self.cfg.journal.max_mb)
                 if n:

@@ -66,6 +66,18 @@ def test_minimal_config_gets_defaults() -> None:
     assert cfg.web.listen == "0.0.0.0:8080"
 
 
+def test_journal_retention_takes_fractions_of_a_day_and_an_interval() -> None:
+    cfg = config.parse(BASE + "\n[journal]\nretention_days = 0.0025\nretention_interval_s = 2.5\nmax_mb = 0.5\n",
+                       "t.toml")
+    assert (cfg.journal.retention_days, cfg.journal.retention_interval_s, cfg.journal.max_mb) == (0.0025, 2.5, 0.5)
+    assert config.parse(BASE, "t.toml").journal.retention_interval_s == 3600.0
+    text = BASE + "\n[journal]\nretention_days = 0\nretention_interval_s = 0.1\n"
+    found = problems(text)
+    assert any(p.startswith(f"t.toml:{line_of(text, 'retention_days')}: journal.retention_days: 0.0 is out of range")
+               for p in found), found
+    assert any("journal.retention_interval_s: 0.1 is out of range" in p for p in found), found
+
+
 def test_unknown_key_names_line_and_key() -> None:
     text = BASE.replace('host = "127.0.0.2"', 'host = "127.0.0.2"\ncommunty = "x"')
     (p,) = problems(text)
