@@ -106,18 +106,21 @@ class Service:
         self._tasks.clear()
 
     def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(self._supervised(coro, name))
+        # The task runs ``coro`` itself, not a wrapper coroutine awaiting it: a task cancelled before its
+        # first step (a stop right after start) then closes ``coro``; a wrapper would be closed instead and
+        # leave ``coro`` never awaited ("coroutine ... was never awaited").  Crashes are logged on completion.
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(lambda t: self._task_done(t, name))
+        self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(task)
         return task
 
-    async def _supervised(self, coro: Awaitable[Any], name: str) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s: task %s crashed", self.name, name)
-            raise
+    def _task_done(self, task: asyncio.Task[Any], name: str) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("%s: task %s crashed", self.name, name, exc_info=exc)
 
     def snapshot(self) -> dict[str, Any]:
         """This service's keys of /api/v1/status (merged at top level)."""

@@ -178,8 +178,12 @@ def test_raw_icmp_mode_works_too(topo: Topology, tmp_path: Path) -> None:
         svc, ctx = make_service(topo, tmp_path, icmp_mode="raw")
         await svc.start()
         try:
-            await until(lambda: uplink(svc, "wired")["state"] == "up" and uplink(svc, "lte")["state"] == "standby",
-                        what="both judged with raw sockets")
+            # judged by probes (health no longer unknown), not merely shown: an unjudged active uplink
+            # already reads "up" and an unjudged idle one "standby"
+            await until(lambda: svc.state is not None and svc.state.uplink("wired").health == "up"
+                        and svc.state.uplink("lte").health == "up", what="both judged with raw sockets")
+            assert uplink(svc, "wired")["state"] == "up" and uplink(svc, "lte")["state"] == "standby"
+            assert svc.runs["wired"].ok_n + svc.runs["lte"].ok_n > 0
             assert getattr(svc.runs["wired"].prober, "mode", None) == "raw"
         finally:
             await svc.stop()

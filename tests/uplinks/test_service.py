@@ -140,3 +140,22 @@ def test_carrier_loss_and_netlink_failure_are_logged_transitions(tmp_path: Path)
             await svc.stop()
 
     asyncio.run(main())
+
+
+def test_stop_right_after_start_leaves_no_coroutine_unawaited(tmp_path: Path) -> None:
+    """Tasks cancelled before their first step close their own coroutines (no 'never awaited' warning)."""
+    import gc
+    import warnings
+
+    async def main() -> None:
+        svc, ctx, net, world, facts = make(tmp_path)
+        await svc.start()
+        await svc.stop()  # no await in between: no spawned task has run a single step
+        assert svc._tasks == []
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        asyncio.run(main())
+        gc.collect()
+    never = [str(w.message) for w in seen if "never awaited" in str(w.message)]
+    assert never == []
