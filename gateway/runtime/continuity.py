@@ -610,8 +610,9 @@ class ContinuityService(Service):
 
     async def _sleep_or_abort(self, d: _Drill, seconds: float) -> bool:
         """Wait; True if the drill was aborted meanwhile."""
-        try:
-            await asyncio.wait_for(d.abort.wait(), max(0.0, seconds))
+        try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the abort
+            async with asyncio.timeout(max(0.0, seconds)):
+                await d.abort.wait()
             return True
         except TimeoutError:
             return False
@@ -635,7 +636,8 @@ class ContinuityService(Service):
                 self._backup_event.set()
             deadline = min(30.0, max(1.0, end - self.ctx.monotonic()))
             try:
-                await asyncio.wait_for(self._backup_event.wait(), deadline)
+                async with asyncio.timeout(deadline):
+                    await self._backup_event.wait()
                 switched = True
             except TimeoutError:
                 pass

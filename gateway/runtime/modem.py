@@ -174,8 +174,9 @@ class ModemService(Service):
                 raise
             except Exception as exc:  # never let a modem fault end the loop
                 self._failed("poll", f"{type(exc).__name__}: {exc}")
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.ctx.config.modem.poll_interval_s)
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the wake-up
+                async with asyncio.timeout(self.ctx.config.modem.poll_interval_s):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -304,7 +305,8 @@ class ModemService(Service):
             except ValueError:
                 pass
             try:
-                infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), 3.0)
+                async with asyncio.timeout(3.0):
+                    infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
             except (OSError, TimeoutError):
                 unresolved.append(host)
                 continue

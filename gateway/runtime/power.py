@@ -265,8 +265,9 @@ class PowerService(Service):
             except Exception:
                 log.exception("power: applying load state failed")
             wait = min(self.ctx.config.power.reapply_interval_s, RETRY_S)
-            try:
-                await asyncio.wait_for(self._kick.wait(), wait)
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the kick
+                async with asyncio.timeout(wait):
+                    await self._kick.wait()
             except TimeoutError:
                 pass
 

@@ -31,7 +31,7 @@ log = logging.getLogger("gateway.uplinks")
 
 RECONCILE_S = 5.0
 SAMPLE_S = 60.0
-CARRIER_POLL_S = 0.1
+CARRIER_POLL_S = 1.0  # a safety net only: netlink link events are what act at once
 BURST_FACTOR = 4
 
 
@@ -369,8 +369,10 @@ class UplinkService(Service):
             self._feed(Tick())
             delay = max(0.0, next_at - self.ctx.monotonic())
             self._wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the wake-up
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     def _send(self, r: _UplinkRun, target: str, ts: _TargetSched, now: float) -> None:
         assert r.prober is not None

@@ -312,3 +312,28 @@ def test_unknown_profile_is_reported_not_raised(tmp_path: Path, profile: str) ->
     ctx = Context(config=config.parse(text, "t.toml"), journal=Journal(tmp_path / "journal.db"))
     svc = ModemService(ctx, nft=FakeNft(), counters=lambda: (None, None))  # type: ignore[arg-type]
     assert svc.driver is None and "no modem profile" in svc.snapshot()["modem"]["error"]
+
+
+def test_stop_returns_when_a_wake_up_races_the_cancel(tmp_path: Path) -> None:
+    """The loop waits on its wake event between polls; a wake-up (a reload, a bus fact) that lands in the same
+    loop turn as stop()'s cancel must not eat the cancel (asyncio.wait_for does on 3.11, and stop() hangs)."""
+    fake = FakeModemDriver(reading=HEALTHY)
+    svc, ctx, _ = make(tmp_path, driver=fake)
+
+    async def main() -> None:
+        await svc.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not svc._wake._waiters:  # type: ignore[attr-defined]  # the loop is parked on the event
+            assert loop.time() < deadline, "the poll loop never waited for its wake event"
+            await asyncio.sleep(0.01)  # poll interval
+        assert "read" in fake.calls
+        svc._wake.set()  # the wake-up and the cancel arrive together
+        # a deadline, not a timing: stop() swallows the deadline's own cancel, so ask the context manager
+        async with asyncio.timeout(10) as deadline_cm:
+            await svc.stop()
+        assert not deadline_cm.expired(), "stop() hung: the poll loop swallowed its cancellation"
+        assert svc._tasks == []
+
+    asyncio.run(main())
+    ctx.journal.close()

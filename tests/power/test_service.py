@@ -342,3 +342,25 @@ def test_end_to_end_cut_restore_and_comm_lost_on_real_peers(tmp_path: Path, nut:
             await svc.stop()
 
     asyncio.run(main())
+
+
+def test_stop_returns_when_a_kick_races_the_cancel(tmp_path: Path) -> None:
+    """The apply loop waits on its kick event; a kick in the same loop turn as stop()'s cancel must not eat
+    the cancel (asyncio.wait_for does on 3.11, and stop() hangs)."""
+    svc, ctx, clock, ups, sw = make(tmp_path)
+
+    async def main() -> None:
+        await svc.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not svc._kick._waiters:  # type: ignore[attr-defined]  # the apply loop is parked on the event
+            assert loop.time() < deadline, "the apply loop never waited for its kick"
+            await asyncio.sleep(0.01)  # poll interval
+        svc._kick.set()  # e.g. a load action, arriving with SIGTERM
+        async with asyncio.timeout(10) as deadline_cm:  # a deadline: stop() would swallow its cancel too
+            await svc.stop()
+        assert not deadline_cm.expired(), "stop() hung: the apply loop swallowed its cancellation"
+        assert svc._tasks == [] and ups.closed
+
+    asyncio.run(main())
+    ctx.journal.close()
