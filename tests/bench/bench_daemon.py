@@ -50,7 +50,7 @@ def run() -> dict[str, dict[str, object]]:
         wait_for(lambda: snapshot(lab.web)["uplinks"], 60, "the uplinks reported")
         pid = lab.pid
         time.sleep(10)  # settle: the first probes, the modem dialling, the first samples
-        journal = config.load(lab.status["config"]).state_dir / "journal.db"
+        journal = Path(config.load(lab.status["config"]).site.state_dir) / "journal.db"
         b0, c0, t0 = _journal_bytes(journal), proc_cpu_s(pid), time.monotonic()
         time.sleep(IDLE_S)
         b1, c1, t1 = _journal_bytes(journal), proc_cpu_s(pid), time.monotonic()
