@@ -94,7 +94,7 @@ def test_profiles_are_data() -> None:
 
 
 def _sw(snmp: SnmpSim, profile: str = "rfc3621", **kw: object) -> PoeSwitch:
-    args: dict[str, object] = {"port": snmp.port, "group": 3, "timeout_s": 0.5, "retries": 1}
+    args: dict[str, object] = {"port": snmp.port, "group": 3, "timeout_s": 2.0, "retries": 2}
     args.update(kw)
     return PoeSwitch("core", snmp.host, load_profile(profile), **args)  # type: ignore[arg-type]
 
