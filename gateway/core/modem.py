@@ -197,7 +197,12 @@ def _on_reading(state: ModemState, r: Reading, now: float, effects: list[Effect]
                   "rssi_dbm": r.rssi_dbm, "registration": r.registration, "error": r.error}))
     # a new data call starts with an unknown data-path verdict: the probes have to look again
     data_path_ok = state.data_path_ok if phase == "connected" else None
-    return replace(state, phase=phase, reading=r, searching_since=searching_since, data_path_ok=data_path_ok)
+    # newly registered (after a reset, a SIM back, a re-plug): dial now; dial_retry_s only paces retries of
+    # a call that fails while the modem stays registered, else a reset right after a redial left the data
+    # call down until the next rung
+    last_dial_at = None if phase == "registered" and state.phase != "registered" else state.last_dial_at
+    return replace(state, phase=phase, reading=r, searching_since=searching_since, data_path_ok=data_path_ok,
+                   last_dial_at=last_dial_at)
 
 
 def _desired_data(state: ModemState, now: float, effects: list[Effect]) -> ModemState:

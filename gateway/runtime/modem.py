@@ -46,7 +46,7 @@ def policy_of(cfg: Config) -> core.Policy:
     m = cfg.modem
     return core.Policy(standby=m.standby, recovery_after_s=m.recovery_after_s, backoff_s=m.recovery_backoff_s,
                        registration_timeout_s=m.registration_timeout_s, dial_retry_s=m.dial_retry_s,
-                       giveup_retry_s=m.giveup_retry_s)
+                       giveup_retry_s=m.giveup_retry_s, clear_after_s=m.recovery_clear_s)
 
 
 def priority_hosts(cfg: Config) -> list[str]:

@@ -236,3 +236,14 @@ def test_policy_text() -> None:
     assert "limit rate over 64 kbytes/second" in text
     assert "limit rate" not in render_lte_policy("block", "wwan0", (), (), (), 512)
     assert "chain" not in render_lte_policy("none", "wwan0", (), (), (), 512)
+
+
+def test_registered_again_after_a_reset_dials_at_once_despite_a_recent_dial() -> None:
+    s = initial(POLICY)
+    s, eff = step(s, replace(OK, data_connected=False), 0.0)
+    assert Dial() in eff
+    s, _ = step(s, replace(OK, registration="searching", data_connected=False), 1.0)  # the radio reset
+    s, eff = step(s, replace(OK, data_connected=False), 2.0)  # registered again, 2 s < dial_retry_s later
+    assert Dial() in eff
+    s, eff = step(s, replace(OK, data_connected=False), 3.0)
+    assert Dial() not in eff  # still registered without a call: retries keep their pace
