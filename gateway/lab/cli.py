@@ -389,17 +389,21 @@ charge_below_pct = 60.0
 
 {self.topo.uplinks_toml()}
 [failover]
-failback_hold_s = 20.0
+failback_hold_s = 5.0                # short, so a fault test sees failback within seconds (the box: 60 s)
 
 [modem]
 device = "{self.dir / 'modem'}"
 profile = "quectel-ec25"
 apn = "internet"
 interface = "lte0"
-poll_interval_s = 5.0
-recovery_after_s = 20.0
-recovery_backoff_s = 20.0
+poll_interval_s = 2.0
+# the recovery ladder in seconds, not minutes (the box: 30 s, then 60/120/240 s between rungs), so
+# `gateway lab lte hang` walks redial → radio reset → power cycle → give up in about 20 s
+recovery_after_s = 4.0
+recovery_backoff_s = 2.0
+recovery_clear_s = 3.0
 registration_timeout_s = 60.0
+power_off_s = 1.0
 
 [panel]
 board = "rpi-gateway-hat"
@@ -482,7 +486,7 @@ close_hold_s = 30.0
         gateway side of the LTE link is down until the modem dials, which is the modem's business."""
         out = self.topo.faults()
         for side, what in out.items():
-            if what == "down":
+            if what == "down" and side in ("isp", "lte"):
                 link = _run(["ip", "-n", self.topo.ns[side], "-o", "link", "show", "eth0"], check=False).stdout
                 flags = link.split("<", 1)[-1].split(">", 1)[0].split(",")
                 if "UP" in flags:
@@ -568,8 +572,15 @@ close_hold_s = 30.0
                 "low": "UPS on battery with a low battery (OB DISCHRG LB)",
                 "comm-lost": "UPS driver stopped: upsd reports the UPS stale"}[action]
 
-    def isp(self, side: str, what: str, value: str | None) -> str:
+    def isp(self, side: str, what: str, value: str | None, seconds: float | None = None) -> str:
         pct = None
+        if what == "flap":
+            hz = float(value) if value is not None and _is_number(value) else (10.0 if value is None else -1.0)
+            secs = 3.0 if seconds is None else seconds
+            if not 0 < hz <= 100 or not 0 < secs <= 600:
+                raise LabUsage(f"{side} flap needs HZ in (0, 100] and --seconds in (0, 600], not {value!r}/{secs!r}")
+            cycles = self.topo.flap(side, hz, secs)
+            return f"{side}: link flapped {cycles} times ({hz:g}/s for {secs:g} s), now up"
         if what == "loss":
             try:
                 pct = float(value) if value is not None else None
@@ -579,7 +590,7 @@ close_hold_s = 30.0
                 raise LabUsage(f"{side} loss needs a percentage between 0 and 100, not {value!r}")
         elif value is not None and what not in ("signal",):
             raise LabUsage(f"{side} {what} takes no value (got {value!r})")
-        if side == "lte" and what in ("signal", "no-sim", "hang", "garbage", "unplug", "power-cycle"):
+        if side == "lte" and what in ("signal", "no-sim", "sim", "hang", "garbage", "unplug", "plug", "power-cycle"):
             if what == "signal":
                 if value is None or not (value == "none" or _is_number(value)):
                     raise LabUsage(f"lte signal needs a level in dBm (e.g. -95) or 'none', not {value!r}")
@@ -746,13 +757,17 @@ def add_lab_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("action", choices=["start", "stop", "kill"])
     s = sub.add_parser("power", help="mains and UPS: cut|restore|low|comm-lost")
     s.add_argument("action", choices=["cut", "restore", "low", "comm-lost"])
-    s = sub.add_parser("isp", help="the wired ISP: down|up|blackhole|loss PERCENT")
-    s.add_argument("action", choices=["down", "up", "blackhole", "loss"])
-    s.add_argument("value", nargs="?", help="PERCENT for loss")
-    s = sub.add_parser("lte", help="LTE: down|up|blackhole|loss PERCENT|signal DBM|no-sim|hang|garbage|unplug")
-    s.add_argument("action", choices=["down", "up", "blackhole", "loss", "signal", "no-sim", "hang", "garbage",
-                                      "unplug", "power-cycle"])
+    s = sub.add_parser("isp", help="the wired ISP: down|up|blackhole|loss PERCENT|flap [HZ]")
+    s.add_argument("action", choices=["down", "up", "blackhole", "loss", "flap"])
+    s.add_argument("value", nargs="?", help="PERCENT for loss, HZ for flap (default 10)")
+    s.add_argument("--seconds", type=float, default=3.0, help="how long flap goes on (default 3)")
+    s = sub.add_parser("lte", help="LTE: down|up|blackhole|loss PERCENT|signal DBM|no-sim|sim|hang|garbage|"
+                                   "unplug|plug|power-cycle")
+    s.add_argument("action", choices=["down", "up", "blackhole", "loss", "signal", "no-sim", "sim", "hang",
+                                      "garbage", "unplug", "plug", "power-cycle"])
     s.add_argument("value", nargs="?", help="PERCENT for loss, DBM (or 'none') for signal")
+    s = sub.add_parser("dns", help="the internet's DNS server: down (blackholed) | up")
+    s.add_argument("action", choices=["down", "up"])
     s = sub.add_parser("button", help="the panel button: press|hold")
     s.add_argument("action", choices=["press", "hold"])
     s.add_argument("--seconds", type=float, help="how long a hold lasts (default: the config's hold_s + 0.5)")
@@ -828,7 +843,12 @@ def run_lab(args: argparse.Namespace) -> int:
             print(lab.power(args.action))
             return EXIT_OK
         if cmd in ("isp", "lte"):
-            print(lab.isp(cmd, args.action, args.value))
+            print(lab.isp(cmd, args.action, args.value, getattr(args, "seconds", None)))
+            return EXIT_OK
+        if cmd == "dns":
+            lab.topo.dns(args.action == "up")
+            print(f"dns: {args.action}" + (" (the internet's DNS server drops every query)"
+                                             if args.action == "down" else ""))
             return EXIT_OK
         if cmd in ("button", "panel"):
             return _panel(lab, args)

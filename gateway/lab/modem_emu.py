@@ -6,8 +6,10 @@ power cycle), just like the udev rule's ``/dev/gateway-modem`` on the real box.
 
 Faults and changes are asked for over a unix socket (``<lab_dir>/modem.ctl``), see :func:`control`:
 
-``signal DBM`` (``none`` or below -113 dBm: no signal, so not registered), ``no-sim``, ``hang`` (reads
-but never answers), ``garbage`` (answers with noise and partial lines), ``unplug`` (the pty is closed),
+``signal DBM`` (``none`` or below -113 dBm: no signal, so not registered), ``no-sim`` / ``sim`` (the SIM
+pulled / put back), ``hang`` (reads but never answers), ``garbage`` (answers with noise and partial lines),
+``unplug`` / ``plug`` (the pty is closed / the module is plugged in again: a new pty, a fresh boot, other
+faults as they were),
 ``down`` / ``up`` (registration lost / everything healthy again, re-plugged if unplugged), ``power-cycle``
 (what the board's USB power switch does: faults cleared, the device re-enumerates), ``urc TEXT`` (an
 unsolicited line sent in the middle of the next reply), ``status`` (the emulator's state as JSON).
@@ -36,7 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ("signal", "no-sim", "hang", "garbage", "unplug", "down", "up", "power-cycle", "urc", "status", "sim")
+COMMANDS = ("signal", "no-sim", "hang", "garbage", "unplug", "plug", "down", "up", "power-cycle", "urc", "status",
+            "sim")
 DEFAULT_DBM = -85.0
 ICCID = "89490200001234567890"
 OPERATOR = "Lab Telecom"
@@ -488,6 +491,11 @@ class Server:
             s.fault = cmd
         elif cmd == "unplug":
             self.unplug(None)
+        elif cmd == "plug":
+            if not s.plugged:
+                self.replug_at = None
+                emu.boot()
+                self.plug()
         elif cmd == "down":
             s.network_up = False
         elif cmd == "up":

@@ -11,7 +11,8 @@ The gateway masquerades the LAN out of both uplinks (table ``lab_nat``); the ISP
 internet routes the gateway's two uplink networks back through the right ISP.  Faults are nftables rules
 in ``{p}isp``/``{p}lte`` (table ``lab_fault``): ``blackhole`` drops every forwarded packet with the link
 up, ``loss N`` drops packets at random so N % of round trips fail, ``down`` takes the ISP side of the link down (the gateway
-sees carrier loss), ``up`` clears all of it.
+sees carrier loss), ``up`` clears all of it; ``flap`` toggles that link's carrier HZ times a second for a while.
+``dns(False)`` blackholes the internet's DNS server (table ``lab_dns_fault`` in ``{p}inet``).
 
 The gateway side of the LTE link (``lte0`` in ``{p}gw``) can also be driven by the modem emulator
 (``modem_emu.start(..., data_iface_netns=f"{p}gw", data_iface="lte0")``): it sets it up/down with the
@@ -50,6 +51,7 @@ CRM_PORT = 80
 CRM_NAME = "crm.office.example"
 
 FAULT_TABLE = "lab_fault"
+DNS_FAULT_TABLE = "lab_dns_fault"
 NAT_TABLE = "lab_nat"
 
 
@@ -229,8 +231,48 @@ table ip {NAT_TABLE} {{
         self._nft(side, script)
         self._ip(side, "link", "set", "eth0", "down" if what == "down" else "up")
 
+    def flap(self, side: str, hz: float, seconds: float) -> int:
+        """Toggle the carrier of ``side``'s link to the gateway ``hz`` times a second (down, up) for
+        ``seconds``, ending up; return the number of down/up cycles.  One netlink socket in the namespace,
+        so each toggle costs microseconds, not an ``ip`` process."""
+        if side not in ("isp", "lte"):
+            raise ValueError(f"unknown side {side!r}: isp or lte")
+        if not 0 < hz <= 100 or not 0 < seconds <= 600:
+            raise ValueError("flap needs 0 < HZ <= 100 and 0 < SECONDS <= 600")
+        from pyroute2 import IPRoute
+
+        half = 0.5 / hz
+        cycles = 0
+        with IPRoute(netns=self.ns[side]) as ipr:
+            idx = ipr.link_lookup(ifname="eth0")[0]
+            end = time.monotonic() + seconds
+            try:
+                while time.monotonic() < end:
+                    ipr.link("set", index=idx, state="down")
+                    time.sleep(half)  # the fault's own rhythm, not a wait for an outcome
+                    ipr.link("set", index=idx, state="up")
+                    cycles += 1
+                    time.sleep(half)
+            finally:
+                ipr.link("set", index=idx, state="up")
+        return cycles
+
+    def dns(self, up: bool) -> None:
+        """The internet's DNS server answers (``up``) or is blackholed: every packet to it dropped in
+        ``{p}inet`` (ICMP and the other hosts untouched)."""
+        script = f"table inet {DNS_FAULT_TABLE} {{}}\ndelete table inet {DNS_FAULT_TABLE}\n"
+        if not up:
+            script += (f"table inet {DNS_FAULT_TABLE} {{\n  chain in {{ type filter hook input priority filter; "
+                       f"policy accept;\n    ip daddr {INET_DNS} meta l4proto {{ tcp, udp }} th dport 53 drop\n  }}\n}}\n")
+        self._nft("inet", script)
+
+    def dns_down(self) -> bool:
+        out = self.run("inet", ["nft", "list", "tables"], check=False).stdout
+        return f"inet {DNS_FAULT_TABLE}" in out
+
     def faults(self) -> dict[str, str]:
-        """The current fault per side: up, down, blackhole or ``loss N``."""
+        """The current fault per side: up, down, blackhole or ``loss N`` (and ``dns: down`` while the
+        internet's DNS server is blackholed)."""
         out: dict[str, str] = {}
         for side in ("isp", "lte"):
             link = self._ip(side, "-o", "link", "show", "eth0").stdout
@@ -244,6 +286,8 @@ table ip {NAT_TABLE} {{
                 out[side] = "blackhole"
             else:
                 out[side] = "up"
+        if self.dns_down():
+            out["dns"] = "down"
         return out
 
     # ----------------------------------------------------------------------------------- describe
