@@ -23,8 +23,23 @@ _REFUSED = ("ACCESS-DENIED", "UNKNOWN-UPS", "USERNAME-REQUIRED", "PASSWORD-REQUI
             "INVALID-USERNAME", "CMD-NOT-SUPPORTED", "FEATURE-NOT-CONFIGURED")
 
 
+# The UPS's own battery self-test, as NUT names it, in order of preference: the standard test, else the quick
+# one (a deep test drains the battery to the end and is never started from here).
+BATTERY_TESTS = ("test.battery.start", "test.battery.start.quick")
+
+
 class UpsStale(DeviceUnavailable):
     """upsd answers, but its driver has no fresh data (or is not connected to the UPS)."""
+
+
+def pick_battery_test(commands: dict[str, str] | list[str] | tuple[str, ...], address: str) -> str:
+    """The battery-test instant command this UPS offers, or :class:`DeviceRefused` saying what it offers."""
+    for cmd in BATTERY_TESTS:
+        if cmd in commands:
+            return cmd
+    offered = ", ".join(sorted(commands)) or "none"
+    raise DeviceRefused(f"UPS {address} offers no battery test ({' or '.join(BATTERY_TESTS)}); "
+                        f"its instant commands: {offered}")
 
 
 def _translate(exc: BaseException, where: str) -> Exception:
@@ -83,6 +98,23 @@ class UpsDriver:
                 raise ParseError(f"upsd {self.address}: empty variable list")
             return {str(k): str(v) for k, v in values.items()}
 
+    def _commands_blocking(self) -> dict[str, str]:
+        with self._lock:
+            try:
+                commands = self._connect().list_commands(self.name)
+            except Exception as exc:
+                self._drop()
+                raise _translate(exc, f"upsd {self.address}: LIST CMD") from None
+            return {str(k): str(v) for k, v in (commands or {}).items()}
+
+    def _run_command_blocking(self, command: str) -> None:
+        with self._lock:
+            try:
+                self._connect().run_command(self.name, command)
+            except Exception as exc:
+                self._drop()
+                raise _translate(exc, f"upsd {self.address}: INSTCMD {command}") from None
+
     def _fsd_blocking(self) -> None:
         # nut2's fsd() needs MASTER (upsmon primary) rights; upsd grants FSD to an account with
         # "actions = FSD", so the command is sent as-is on a fresh authenticated connection.
@@ -131,6 +163,30 @@ class UpsDriver:
             raise DeviceUnavailable(f"upsd {self.address}: FSD not answered") from None
         except OSError as exc:
             raise _translate(exc, f"upsd {self.address}: FSD") from None
+
+    async def commands(self) -> dict[str, str]:
+        """The instant commands upsd lists for this UPS: ``{name: description}``."""
+        try:
+            async with asyncio.timeout(self.timeout_s * 4 + 1):  # one round trip per command's description
+                return await asyncio.to_thread(self._commands_blocking)
+        except TimeoutError:
+            self._drop()
+            raise DeviceUnavailable(f"upsd {self.address}: LIST CMD not answered") from None
+
+    async def run_command(self, command: str) -> None:
+        """Send an instant command (needs an upsd account with ``instcmds``); DeviceRefused if upsd says no."""
+        try:
+            async with asyncio.timeout(self.timeout_s * 2 + 1):
+                await asyncio.to_thread(self._run_command_blocking, command)
+        except TimeoutError:
+            self._drop()
+            raise DeviceUnavailable(f"upsd {self.address}: INSTCMD {command} not answered") from None
+
+    async def battery_test(self) -> dict[str, str]:
+        """Start the UPS's own battery self-test with the instant command it lists for that."""
+        command = pick_battery_test(await self.commands(), self.address)
+        await self.run_command(command)
+        return {"command": command, "message": f"{command} accepted by {self.address}"}
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close_blocking)

@@ -365,6 +365,23 @@ class PowerService(Service):
         self._publish(force=True)
         return {"tier": tier, "loads": names, "message": f"tier {tier} held off until set back to auto"}
 
+    async def battery_test(self) -> dict[str, Any]:
+        """Start the UPS's own battery self-test (the power drill's "UPS battery test"), through upsd's instant
+        command for it; DeviceRefused when the UPS offers none or upsd refuses, ActionRejected unless online."""
+        if self.core.state != "online":
+            raise ActionRejected("not_online", f"the UPS is {self.core.state.replace('_', ' ')}: a battery test "
+                                               "runs only on mains with upsd answering")
+        try:
+            res = dict(await self.ups.battery_test())
+        except GatewayError as exc:
+            self.ctx.record(JournalEvent("power.battery_test_failed", f"UPS battery test not started: {exc}",
+                                         "warning", {"error": str(exc)}))
+            raise
+        self.ctx.record(JournalEvent("power.battery_test", f"UPS battery test started on {self.ups.address} "
+                                                           f"({res.get('command')})", data=res))
+        await self.poll()  # the snapshot shows the test (TEST, the charge falling) from now on, not a poll later
+        return res
+
     # ------------------------------------------------------------------------- samples and facts
     def _sample(self, r: core.UpsReading) -> None:
         minute = int(self.ctx.wall() // 60)
