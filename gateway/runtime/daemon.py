@@ -25,6 +25,8 @@ from gateway.store import Journal, JournalReader
 
 log = logging.getLogger("gateway")
 
+JOURNAL_RETRY_S = 1.0
+
 # Each capability's service, imported by name so one area can be built (and fail) on its own.
 SERVICES = [
     "gateway.runtime.power:PowerService",
@@ -133,6 +135,10 @@ class Daemon:
                 snap.update(svc.snapshot())
             except Exception:
                 log.exception("snapshot of %s failed", svc.name)
+        j = self.journal
+        snap["journal"] = {"state": "full" if j.full else "ok", "held_rows": len(j.held),
+                           "since": datetime.fromtimestamp(j.full_since, UTC).isoformat(timespec="seconds")
+                           if j.full_since is not None else None, "error": j.full_error if j.full else None}
         snap["daemon"] = {"pid": os.getpid(), "uptime_s": round(time.time() - self.started_at, 1),
                           "services": sorted(self.ctx.services), "not_built": self.missing}
         return snap
@@ -201,6 +207,13 @@ class Daemon:
             sd_notify("WATCHDOG=1")
             await asyncio.sleep(usec / 2e6)
 
+    async def _journal_retry(self) -> None:
+        """While the journal's disk is full, try every second to write what is held (no write may come)."""
+        while True:
+            await asyncio.sleep(JOURNAL_RETRY_S)
+            if self.journal.full:
+                self.journal.flush()
+
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.journal.retention_interval_s)
@@ -225,7 +238,8 @@ class Daemon:
         log.info("serving %s; services: %s%s", url, ", ".join(sorted(self.ctx.services)),
                  f"; not built: {', '.join(self.missing)}" if self.missing else "")
         sd_notify("READY=1\nSTATUS=running")
-        extra = [asyncio.ensure_future(self._watchdog()), asyncio.ensure_future(self._housekeeping())]
+        extra = [asyncio.ensure_future(self._watchdog()), asyncio.ensure_future(self._housekeeping()),
+                 asyncio.ensure_future(self._journal_retry())]
         await self.stopping.wait()
         sd_notify("STOPPING=1")
         log.info("stopping")
@@ -239,6 +253,9 @@ class Daemon:
         if self.web_server is not None:
             self.web_server.close()
         self.journal.add_event("daemon.stop", "daemon stopped")
+        if not self.journal.flush():
+            log.error("journal: %d rows could not be written before stopping (%s)", len(self.journal.held),
+                      self.journal.full_error)
         self.journal.close()
         return 0
 

@@ -11,7 +11,9 @@ connections per thread for the web server.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -24,7 +26,27 @@ import sqlite_utils
 
 from gateway.core.errors import JournalError
 
+log = logging.getLogger("gateway")
+
 Listener = Callable[[dict[str, Any]], None]
+Op = tuple[str, Any, bool]  # (sql, params, executemany)
+
+# While the disk is full the writer holds its rows in memory, in order, and writes them when there is room
+# again; the bound keeps a long outage on a full card from eating the box's memory (samples go first).
+MAX_HELD_OPS = 100_000
+RETRY_EVERY_S = 1.0
+
+
+class JournalFull(JournalError):
+    """The journal's disk is full (or failing): nothing was written."""
+
+
+def _cannot_write(exc: sqlite3.Error) -> bool:
+    """SQLITE_FULL, or an I/O error (ENOSPC on the WAL can surface as one): the disk, not the query."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "full" in str(exc)
+    return bool(code == sqlite3.SQLITE_FULL or code & 0xFF == sqlite3.SQLITE_IOERR)
 
 
 def _m1(db: sqlite_utils.Database) -> None:
@@ -67,6 +89,12 @@ def _m2(db: sqlite_utils.Database) -> None:
                           "short": str, "body": str, "starts_at": float, "ends_at": float}, pk="id")
     db["notices"].create_index(["key"], unique=True)
 
+
+_INSERT_EVENT = ("INSERT INTO events (ts, kind, message, severity, data, incident_id) "
+                 "VALUES (:ts, :kind, :message, :severity, :data, :incident_id)")
+_INSERT_EVENT_ID = ("INSERT INTO events (id, ts, kind, message, severity, data, incident_id) "
+                    "VALUES (:id, :ts, :kind, :message, :severity, :data, :incident_id)")
+_ID_TABLES = frozenset({"events", "incidents", "drills", "maintenance", "outbox", "orders", "notices"})
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -205,6 +233,12 @@ class Journal(_Base):
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         self._lock = threading.RLock()
+        self.held: list[Op] = []  # writes not yet on disk (disk full), oldest first
+        self.full_since: float | None = None  # wall clock, for display
+        self.full_error = ""
+        self.dropped = 0  # held rows given up because the hold was over its bound
+        self._next_ids: dict[str, int] = {}
+        self._retry_at = 0.0  # monotonic
 
     def _conn(self) -> sqlite3.Connection:
         return self._c
@@ -216,64 +250,185 @@ class Journal(_Base):
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic, durable write: everything inside commits together or not at all."""
         with self._lock:
+            if self.held and not self.flush(force=False):
+                raise JournalFull(f"journal write failed: {self.full_error} (holding {len(self.held)} rows)")
             try:
                 self._c.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._c
                 except BaseException:
-                    self._c.execute("ROLLBACK")
+                    if self._c.in_transaction:  # SQLITE_FULL may already have rolled it back
+                        self._c.execute("ROLLBACK")
                     raise
                 self._c.execute("COMMIT")
             except sqlite3.Error as exc:
+                if self._c.in_transaction:  # a failed COMMIT leaves it open: the next BEGIN would fail too
+                    with contextlib.suppress(sqlite3.Error):
+                        self._c.execute("ROLLBACK")
+                if _cannot_write(exc):
+                    raise JournalFull(f"journal write failed: {exc}") from exc
                 raise JournalError(f"journal write failed: {exc}") from exc
+
+    # ------------------------------------------------------------------------------ disk full
+    @property
+    def full(self) -> bool:
+        return bool(self.held)
+
+    def _write(self, ops: list[Op], table: str | None = None) -> int:
+        """Commit ``ops`` together; when the disk is full, hold them (in order) instead of failing.
+
+        Returns the last row id written or reserved for ``table`` (0 when none)."""
+        with self._lock:
+            if not self.held:
+                try:
+                    with self.transaction() as c:
+                        last = 0
+                        for sql, params, many in ops:
+                            cur = c.executemany(sql, params) if many else c.execute(sql, params)
+                            last = int(cur.lastrowid or 0)
+                        return last
+                except JournalFull as exc:
+                    self._enter_full(str(exc.__cause__ or exc))
+            self._hold(ops)
+            self.flush(force=False)
+            return 0
+
+    def _enter_full(self, error: str) -> None:
+        self.full_since, self.full_error = self.clock(), error
+        self._retry_at = time.monotonic() + RETRY_EVERY_S
+        log.error("journal: cannot write (%s); holding rows in memory until the disk has room", error)
+        self._hold_event("journal.full", f"journal: cannot write ({error}); holding rows in memory until the "
+                                         "disk has room", "critical", {"error": error})
+
+    def _hold(self, ops: list[Op]) -> None:
+        self.held.extend(ops)
+        if len(self.held) > MAX_HELD_OPS:  # samples first: they are summaries, events are the record
+            keep = [op for op in self.held if not op[0].startswith("INSERT INTO samples")]
+            self.dropped += len(self.held) - len(keep)
+            if len(keep) > MAX_HELD_OPS:
+                self.dropped += len(keep) - MAX_HELD_OPS
+                keep = keep[:MAX_HELD_OPS]
+            self.held = keep
+
+    def _reserve_id(self, table: str) -> int:
+        """The id SQLite will give the next row of ``table`` (one writer, ids only grow): held rows keep it."""
+        if table not in self._next_ids:
+            row = self._c.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()
+            self._next_ids[table] = int(row[0]) + 1
+        self._next_ids[table] += 1
+        return self._next_ids[table] - 1
+
+    def _hold_event(self, kind: str, message: str, severity: str, data: dict[str, Any]) -> dict[str, Any]:
+        row = {"id": self._reserve_id("events"), "ts": self.clock(), "kind": kind, "message": message,
+               "severity": severity, "data": json.dumps(data, default=str), "incident_id": None}
+        self._hold([(_INSERT_EVENT_ID, dict(row), False)])
+        row["data"] = data
+        self._notify(row)
+        return row
+
+    def flush(self, force: bool = True) -> bool:
+        """Write the held rows if the disk has room now; True when nothing is held any more.
+
+        Without ``force`` it tries at most every RETRY_EVERY_S (writes keep arriving while the disk is full)."""
+        with self._lock:
+            if not self.held:
+                return True
+            if not force and time.monotonic() < self._retry_at:
+                return False
+            self._retry_at = time.monotonic() + RETRY_EVERY_S
+            held_s = max(0.0, self.clock() - (self.full_since or self.clock()))
+            n, dropped = len(self.held), self.dropped
+            back: dict[str, Any] = {"id": self._reserve_id("events"), "ts": self.clock(), "kind": "journal.writable",
+                    "message": f"journal: writable again after {held_s:.0f} s; {n} held rows written"
+                               + (f", {dropped} dropped" if dropped else ""),
+                    "severity": "warning", "incident_id": None,
+                    "data": json.dumps({"held_s": round(held_s, 1), "rows": n, "dropped": dropped})}
+            try:
+                self._c.execute("BEGIN IMMEDIATE")
+                for sql, params, many in [*self.held, (_INSERT_EVENT_ID, back, False)]:
+                    try:
+                        if many:
+                            self._c.executemany(sql, params)
+                        else:
+                            self._c.execute(sql, params)
+                    except sqlite3.Error as exc:
+                        if _cannot_write(exc):
+                            raise
+                        # one bad row (a constraint) must not keep all the others off the disk for ever
+                        log.error("journal: a held row could not be written (%s): %s", exc, sql[:60])
+                        self.dropped += 1
+                self._c.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._c.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._c.execute("ROLLBACK")
+                self._next_ids["events"] -= 1  # the writable event was not written: its id is free again
+                self.full_error = str(exc)
+                return False
+            self.held, self.dropped, self.full_since = [], 0, None
+            self._next_ids.clear()
+            log.warning("%s", back["message"])
+            back["data"] = json.loads(str(back["data"]))
+            self._notify(back)
+            return True
+
+    def _notify(self, row: dict[str, Any]) -> None:
+        for listener in list(self.listeners):
+            listener(row)
 
     def add_event(self, kind: str, message: str, severity: str = "info", data: dict[str, Any] | None = None,
                   incident_id: int | None = None, ts: float | None = None) -> dict[str, Any]:
         row = {"ts": self.clock() if ts is None else ts, "kind": kind, "message": message,
                "severity": severity, "data": json.dumps(data or {}, default=str), "incident_id": incident_id}
-        with self.transaction() as c:
-            cur = c.execute("INSERT INTO events (ts, kind, message, severity, data, incident_id) "
-                            "VALUES (:ts, :kind, :message, :severity, :data, :incident_id)", row)
-            row["id"] = cur.lastrowid
+        with self._lock:
+            if self.held:
+                row["id"] = self._reserve_id("events")
+                self._write([(_INSERT_EVENT_ID, dict(row), False)])
+            else:
+                row["id"] = self._write([(_INSERT_EVENT, dict(row), False)]) or None
+                if row["id"] is None:  # the disk filled up just now: held, under the id it will have
+                    row["id"] = self._reserve_id("events")
+                    self.held[-1] = (_INSERT_EVENT_ID, dict(row), False)
         row["data"] = data or {}
-        for listener in list(self.listeners):
-            listener(row)
+        self._notify(row)
         return row
 
     def set_event_incident(self, event_ids: list[int], incident_id: int) -> None:
-        with self.transaction() as c:
-            c.executemany("UPDATE events SET incident_id = ? WHERE id = ?", [(incident_id, i) for i in event_ids])
+        self._write([("UPDATE events SET incident_id = ? WHERE id = ?", [(incident_id, i) for i in event_ids], True)])
 
     def put(self, key: str, value: Any) -> None:
-        with self.transaction() as c:
-            c.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) "
+        self._write([("INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) "
                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                      (key, json.dumps(value, default=str), self.clock()))
+                      (key, json.dumps(value, default=str), self.clock()), False)])
 
     def set_load(self, name: str, state: str, reason: str, override: str = "auto") -> None:
-        with self.transaction() as c:
-            c.execute("INSERT INTO loads (name, state, reason, override, updated_at) VALUES (?, ?, ?, ?, ?) "
+        self._write([("INSERT INTO loads (name, state, reason, override, updated_at) VALUES (?, ?, ?, ?, ?) "
                       "ON CONFLICT(name) DO UPDATE SET state = excluded.state, reason = excluded.reason, "
                       "override = excluded.override, updated_at = excluded.updated_at",
-                      (name, state, reason, override, self.clock()))
+                      (name, state, reason, override, self.clock()), False)])
 
     def insert(self, table: str, row: dict[str, Any]) -> int:
         row = {k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in row.items()}
-        cols = ", ".join(row)
-        marks = ", ".join(f":{k}" for k in row)
-        with self.transaction() as c:
-            cur = c.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", row)
-            return int(cur.lastrowid or 0)
+        with self._lock:
+            if self.held and "id" not in row and table in _ID_TABLES:
+                row = {"id": self._reserve_id(table), **row}
+            cols = ", ".join(row)
+            marks = ", ".join(f":{k}" for k in row)
+            sql = f"INSERT INTO {table} ({cols}) VALUES ({marks})"
+            rid = self._write([(sql, row, False)])
+            if not rid and self.held and self.held[-1][1] is row and "id" not in row and table in _ID_TABLES:
+                row = {"id": self._reserve_id(table), **row}  # the disk filled up just now
+                cols, marks = ", ".join(row), ", ".join(f":{k}" for k in row)
+                self.held[-1] = (f"INSERT INTO {table} ({cols}) VALUES ({marks})", row, False)
+            return int(rid or row.get("id") or 0)
 
     def update(self, table: str, pk: str, pk_value: Any, values: dict[str, Any]) -> None:
         values = {k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in values.items()}
         sets = ", ".join(f"{k} = :{k}" for k in values)
-        with self.transaction() as c:
-            c.execute(f"UPDATE {table} SET {sets} WHERE {pk} = :_pk", {**values, "_pk": pk_value})
+        self._write([(f"UPDATE {table} SET {sets} WHERE {pk} = :_pk", {**values, "_pk": pk_value}, False)])
 
     def add_samples(self, samples: list[tuple[float, str, float]]) -> None:
-        with self.transaction() as c:
-            c.executemany("INSERT INTO samples (ts, series, value) VALUES (?, ?, ?)", samples)
+        self._write([("INSERT INTO samples (ts, series, value) VALUES (?, ?, ?)", list(samples), True)])
 
     def apply_retention(self, retention_days: float, max_mb: float) -> int:
         """Delete events and samples older than the retention age, then oldest-first while over size."""
