@@ -31,6 +31,7 @@ from gateway.core.signals import ActiveUplinkChanged, UplinkStatus
 
 HEALTHY = ("up", "degraded")
 LOSS_DECISION_MIN = 20  # probes per target behind a loss-based "down" verdict (10 is too noisy)
+DNS_FAIL_AFTER = 2  # DNS check rounds failed in a row before a working uplink is shown degraded
 
 
 # ----------------------------------------------------------------------------------------- config
@@ -99,6 +100,18 @@ class Maintenance(Event):
     hold_failback: bool = False
 
 
+@dataclass(frozen=True)
+class DnsCheck(Event):
+    """One round of asking the uplink's resolvers (through the uplink) for a name: ``ok`` when one answered.
+    ``DNS_FAIL_AFTER`` failed rounds in a row show a working uplink as ``degraded`` (people cannot resolve
+    names through it), never ``down``: ICMP/TCP targets decide whether it carries packets, and traffic
+    stays where it is."""
+
+    uplink: str
+    ok: bool
+    error: str = ""
+
+
 # ---------------------------------------------------------------------------------------- effects
 
 @dataclass(frozen=True)
@@ -146,6 +159,8 @@ class Uplink:
     up_since: float | None = None  # uninterrupted "up" since (failback hold)
     reason: str = ""
     downs: tuple[float, ...] = ()  # times of recent up→down transitions (flap memory)
+    dns_failed: int = 0  # DNS check rounds failed in a row
+    dns_error: str = ""
 
     def target(self, name: str) -> Target:
         return next((t for n, t in self.targets if n == name), Target())
@@ -265,6 +280,12 @@ def step(state: UplinksState, event: Event, now: float) -> tuple[UplinksState, t
                 "uplink.override", f"uplinks: manual override {target or 'off (auto)'}{who}",
                 "warning" if target else "info", data={"override": target, "who": event.who}))
             state = replace(state, override=target)
+    elif isinstance(event, DnsCheck):
+        u = state.uplink(event.uplink)
+        if u is None:
+            return state, ()
+        u = replace(u, dns_failed=0 if event.ok else u.dns_failed + 1, dns_error="" if event.ok else event.error)
+        state = _put(state, _judge(u, state.policy, now, effects))
     elif isinstance(event, Maintenance):
         if (event.switch_to_backup, event.hold_failback) != (state.switch_to_backup, state.hold_failback):
             state = replace(state, switch_to_backup=event.switch_to_backup, hold_failback=event.hold_failback)
@@ -325,6 +346,8 @@ def _verdict(u: Uplink, p: Policy, now: float) -> tuple[str, str]:
         return "degraded", f"loss {loss:.0f} %"
     if rtt is not None and rtt >= (p.degraded_rtt_ms * 0.8 if was else p.degraded_rtt_ms):
         return "degraded", f"rtt {rtt:.0f} ms"
+    if u.dns_failed >= DNS_FAIL_AFTER:
+        return "degraded", f"DNS not answering ({u.dns_error})" if u.dns_error else "DNS not answering"
     return "up", f"{n - len(lost)}/{n} targets answering"
 
 
@@ -349,7 +372,9 @@ def _judge(u: Uplink, p: Policy, now: float, effects: list[Effect]) -> Uplink:
         effects.append(JournalEvent("uplink.state", f"{u.name}: {health} ({reason})" if reason else
                                     f"{u.name}: {health}", sev,
                                     data={"uplink": u.name, "from": before, "to": health, "reason": reason}))
-    return replace(u, health=health, reason=reason, since=now, up_since=up_since, downs=downs)
+    # a dead uplink's DNS failures say nothing about its resolvers once it is back
+    return replace(u, health=health, reason=reason, since=now, up_since=up_since, downs=downs,
+                   dns_failed=0 if health == "down" else u.dns_failed)
 
 
 def failback_hold_s(state: UplinksState, u: Uplink, now: float) -> float:

@@ -24,13 +24,17 @@ from gateway.core.base import Effect, Event, JournalEvent, Tick
 from gateway.core.errors import ActionRejected, DeviceUnavailable
 from gateway.core.signals import MaintenanceStatus, OverrideRequest
 from gateway.drivers.net import LinkWatcher, NetDriver
-from gateway.drivers.probe import OnReply, Prober, make_prober
+from gateway.drivers.probe import OnReply, Prober, dns_check, make_prober
 from gateway.runtime.service import Context, Service, every
 
 log = logging.getLogger("gateway.uplinks")
 
 RECONCILE_S = 5.0
 SAMPLE_S = 60.0
+DNS_CHECK_S = 5.0  # the uplink's resolvers asked this often (the primary and the active uplink)
+DNS_STANDBY_CHECK_S = 30.0  # on an idle backup: LTE data is dear
+DNS_TIMEOUT_S = 2.0
+DNS_CHECK_NAME = "example.com"  # any name the resolvers answer (the lab's DNS answers every A query)
 CARRIER_POLL_S = 1.0  # a safety net only: netlink link events are what act at once
 BURST_FACTOR = 4
 
@@ -101,6 +105,7 @@ class UplinkService(Service):
         self._failures: dict[str, str] = {}
         self._reconcile_now = False
         self.last_switch_at: float | None = None  # monotonic (benchmarks read it)
+        self._dns_next: dict[str, float] = {}  # uplink -> when its resolvers are asked next
 
     # ------------------------------------------------------------------------------- life cycle
     async def start(self) -> None:
@@ -134,6 +139,7 @@ class UplinkService(Service):
         self.spawn(every(RECONCILE_S, self._reconcile), "reconcile")
         self.spawn(every(CARRIER_POLL_S, self._poll_carrier), "carrier")
         self.spawn(every(SAMPLE_S, self._samples), "samples")
+        self.spawn(every(1.0, self._dns_checks), "dns")
 
     async def stop(self) -> None:
         await super().stop()
@@ -479,6 +485,32 @@ class UplinkService(Service):
         m.append(("gateway_uplink_switches_total", "default route switches", {}, float(self.switches)))
         m.append(("gateway_uplink_conntrack_flushed_total", "tracked connections flushed", {}, float(self.flushed)))
         return m
+
+    async def _dns_checks(self) -> None:
+        """Ask each working uplink's resolvers (``dns`` in its config) through that uplink; a failed round is
+        a DnsCheck the core turns into ``degraded`` after a few, never ``down`` (packets still flow)."""
+        if self.state is None:
+            return
+        now = self.ctx.monotonic()
+        servers_of = {u.name: list(u.dns) for u in self.ctx.config.uplinks}
+        for r in list(self.runs.values()):
+            u = self.state.uplink(r.name)
+            servers = servers_of.get(r.name) or []
+            if not servers or r.source is None or u is None or not u.carrier or u.health not in core.HEALTHY:
+                continue  # a dead or idle link's resolvers tell nothing
+            if now < self._dns_next.get(r.name, 0.0):
+                continue
+            busy = r.role == "primary" or r.name == self.state.active
+            self._dns_next[r.name] = now + (DNS_CHECK_S if busy else DNS_STANDBY_CHECK_S)
+            errors: list[str] = []
+            for server in servers:
+                try:
+                    await dns_check(server, DNS_CHECK_NAME, r.source, r.iface, DNS_TIMEOUT_S, self.ctx.netns)
+                    break
+                except DeviceUnavailable as exc:
+                    errors.append(str(exc).removeprefix("dns "))
+            if self.state.uplink(r.name) is not None:
+                self._feed(core.DnsCheck(r.name, len(errors) < len(servers), "; ".join(errors)))
 
     async def _samples(self) -> None:
         """Once a minute: mean RTT and loss per uplink (aggregated in memory, never every probe)."""
