@@ -12,8 +12,10 @@ Rules:
   incident; every condition that appears while it is open adds a cause to the same incident (overlapping
   failures are one incident with several causes).  At most one incident is open at a time.
 - Severity by business impact, the highest reached: ``critical`` when a business app is unreachable, no
-  uplink works or the office is shutting down; ``high`` on battery or on the backup line (primary down);
-  ``low`` for a degraded probe, a lost backup line, a failed modem or lost UPS contact.
+  uplink works or the office is shutting down; ``high`` on battery, on the backup line (primary down) or
+  when the line carrying the traffic is down (e.g. LTE held by a manual override); ``low`` for a degraded
+  probe, a lost idle backup line, a failed modem or lost UPS contact.  A backup shown ``standby`` (LTE not
+  dialled yet, or not wanted in cold standby) is no failure.
 - The incident closes once no condition has been in force for ``close_hold_s``; a condition that comes
   back within the hold keeps the incident open and counts as a flap.
 - While an incident is open, every journal row observed belongs to it; on opening, the rows of the last
@@ -266,6 +268,8 @@ def _set_cond(conds: dict[str, Condition], prefix: str, key: str | None, cause: 
             del conds[k]
     if key is not None and key not in conds:
         conds[key] = Condition(key, cause, severity, now)
+    elif key is not None and RANK.get(severity, 0) > RANK.get(conds[key].severity, 0):
+        conds[key] = replace(conds[key], severity=severity)  # the same failure, now hurting more
 
 
 def _conditions(state: State, event: Event, now: float) -> State:
@@ -291,7 +295,8 @@ def _conditions(state: State, event: Event, now: float) -> State:
         uplinks[event.name] = (event.role, event.state)
         prefix = f"uplink:{event.name}"
         if event.state == "down":
-            sev = "high" if event.role == "primary" else "low"
+            # the line that carries the office's traffic being down is an outage, whichever line it is
+            sev = "high" if event.role == "primary" or event.active else "low"
             _set_cond(conds, prefix, f"{prefix}:down", f"{event.name}: down", sev, now)
         elif event.state == "degraded":
             _set_cond(conds, prefix, f"{prefix}:degraded", f"{event.name}: degraded", "low", now)

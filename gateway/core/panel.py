@@ -33,6 +33,7 @@ from gateway.core.signals import (
     ActiveUplinkChanged,
     AlertAcknowledged,
     IncidentStatus,
+    OverrideChanged,
     PowerStatus,
     UplinkStatus,
 )
@@ -235,6 +236,8 @@ def step(state: PanelState, event: Event, now: float) -> tuple[PanelState, tuple
             role = state.role_of(event.name) or "primary"
             links[event.name] = Link(role, "up", True)
         state = replace(state, links=tuple(sorted(links.items())), override=_label(state, event.override))
+    elif isinstance(event, OverrideChanged):  # set by anyone (CLI, page, button): the next hold toggles from it
+        state = replace(state, override=_label(state, event.override))
     elif isinstance(event, IncidentStatus):
         state = _on_incident(state, event, now)
     elif isinstance(event, AlertAcknowledged):

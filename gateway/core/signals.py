@@ -67,6 +67,7 @@ class ModemStatus(Event):
     technology: str | None = None
     rssi_dbm: float | None = None
     recovery_rung: str | None = None
+    data_wanted: bool = True  # False: cold standby and LTE not active, so no data call is made on purpose
 
 
 @dataclass(frozen=True)
@@ -123,3 +124,14 @@ class ModemPowerCycle(Event):
 
     reason: str
     off_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class OverrideChanged(Event):
+    """The manual failover override changed (the button, ``gateway failover``, the HTTP action): once per
+    change, also when traffic does not move (e.g. held on wired while wired carries it anyway)."""
+
+    override: str | None  # lte | wired | None (auto)
+    uplink: str | None  # the uplink traffic is held on (None: auto)
+    previous: str | None  # lte | wired | None
+    who: str = ""

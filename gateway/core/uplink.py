@@ -1,7 +1,7 @@
 """Uplinks, as pure decisions: is each uplink healthy, and which one carries the office's traffic.
 
-Per uplink a health machine (``up``, ``degraded``, ``down``; ``standby`` is what a healthy uplink that does
-not carry traffic is shown as) fed by probe results per target, with k-of-n voting:
+Per uplink a health machine (``up``, ``degraded``, ``down``, ``standby``; a healthy uplink that does not
+carry traffic is *shown* as standby too) fed by probe results per target, with k-of-n voting:
 
 - a target is *lost* after ``down_after`` consecutive unanswered probes (the runtime probes a target that
   missed one faster, so the streak builds in well under a second on a dead line);
@@ -11,6 +11,13 @@ not carry traffic is shown as) fed by probe results per target, with k-of-n voti
 - it is ``up`` again when ``quorum`` targets have answered ``up_after`` probes in a row (and the carrier is
   there); ``degraded`` when up but the typical target loses ``degraded_loss_pct`` or answers slower than
   ``degraded_rtt_ms``.
+
+A *dialled* uplink (the LTE modem: its link exists only while a data call is up) learns the call's state
+from the runtime (:class:`DataCall`).  Without carrier it is ``standby``, not ``down``, while the call is not
+wanted (cold standby) or is still being made and the uplink has not worked since (at start, or after a
+standby): that is no outage.  Carrier lost after it worked is ``down``; so is no carrier while the modem
+cannot make the call at all (no SIM, gave up).  A standby uplink can still be chosen (a cold standby dials
+because it was chosen); it is left again as soon as the primary works, since it never carried traffic.
 
 Policy: the primary carries traffic while it is up or degraded; otherwise the backup, unless it is down too
 (then the last route stays, with a critical journal event, and probing goes on).  Failback to the primary
@@ -27,9 +34,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from gateway.core.base import Effect, Event, JournalEvent, Tick
-from gateway.core.signals import ActiveUplinkChanged, UplinkStatus
+from gateway.core.signals import ActiveUplinkChanged, OverrideChanged, UplinkStatus
 
 HEALTHY = ("up", "degraded")
+CALL_STATES = ("connected", "dialling", "idle", "failed")
 LOSS_DECISION_MIN = 20  # probes per target behind a loss-based "down" verdict (10 is too noisy)
 DNS_FAIL_AFTER = 2  # DNS check rounds failed in a row before a working uplink is shown degraded
 
@@ -41,6 +49,7 @@ class UplinkSpec:
     name: str
     role: str  # primary | backup
     targets: tuple[str, ...]
+    dialled: bool = False  # its link is up only while a data call is (the LTE modem's data interface)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class Policy:
     down_loss_pct: float = 50.0
     degraded_rtt_ms: float = 500.0
     failback_hold_s: float = 60.0
+    link_grace_s: float = 15.0  # a dialled link may lag its connected data call this long before it counts as down
 
     def spec(self, name: str) -> UplinkSpec | None:
         return next((u for u in self.uplinks if u.name == name), None)
@@ -84,6 +94,17 @@ class Carrier(Event):
 
     uplink: str
     up: bool
+
+
+@dataclass(frozen=True)
+class DataCall(Event):
+    """The data call of a dialled uplink, from the modem: ``connected``; ``dialling`` (wanted, being made:
+    the modem starts, registers or dials); ``idle`` (not wanted: cold standby); ``failed`` (it cannot be
+    made: no SIM, PIN needed, the modem gone or given up on)."""
+
+    uplink: str
+    state: str
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,7 +155,7 @@ class FlushConntrack(Effect):
 class Publish(Effect):
     """Put a fact on the bus."""
 
-    fact: UplinkStatus | ActiveUplinkChanged
+    fact: UplinkStatus | ActiveUplinkChanged | OverrideChanged
 
 
 # ------------------------------------------------------------------------------------------ state
@@ -152,8 +173,12 @@ class Target:
 class Uplink:
     name: str
     role: str
-    health: str = "unknown"  # unknown | up | degraded | down
+    health: str = "unknown"  # unknown | up | degraded | down | standby
     carrier: bool = True
+    dialled: bool = False  # see UplinkSpec.dialled
+    call: str = "connected"  # a dialled uplink's data call (CALL_STATES); always connected for the others
+    call_reason: str = ""
+    call_since: float = 0.0  # when the call state last changed
     targets: tuple[tuple[str, Target], ...] = ()
     since: float = 0.0  # when health last changed
     up_since: float | None = None  # uninterrupted "up" since (failback hold)
@@ -185,7 +210,8 @@ class UplinksState:
 
 def initial(policy: Policy, now: float = 0.0, active: str | None = None) -> UplinksState:
     """Start with traffic on ``active`` (the route found in place) or the primary."""
-    ups = tuple(Uplink(s.name, s.role, targets=tuple((t, Target()) for t in s.targets), since=now)
+    ups = tuple(Uplink(s.name, s.role, targets=tuple((t, Target()) for t in s.targets), since=now,
+                       dialled=s.dialled, call="dialling" if s.dialled else "connected", call_since=now)
                 for s in policy.uplinks)
     primary = policy.by_role("primary")
     first = active if active is not None and policy.spec(active) else (primary.name if primary else None)
@@ -243,9 +269,10 @@ def uplink_rtt_ms(u: Uplink) -> float | None:
 
 
 def shown_state(state: UplinksState, u: Uplink) -> str:
-    """What the status page says: up | degraded | down | standby (healthy or not yet judged, idle)."""
-    if u.health == "down":
-        return "down"
+    """What the status page says: up | degraded | down | standby (healthy or not yet judged, idle; or a
+    dialled link not dialled yet)."""
+    if u.health in ("down", "standby"):
+        return u.health
     if u.name != state.active:
         return "standby"
     return "up" if u.health == "unknown" else u.health
@@ -269,6 +296,16 @@ def step(state: UplinksState, event: Event, now: float) -> tuple[UplinksState, t
         u = replace(u, carrier=event.up)
         if not event.up:  # once the carrier is back, the targets have to prove the line works again
             u = replace(u, targets=tuple((n, replace(t, ok_streak=0)) for n, t in u.targets))
+        else:  # and losses while there was no link say nothing about the link that is back
+            u = replace(u, targets=tuple((n, replace(t, lost_streak=0, lost_since=None)) for n, t in u.targets))
+        state = _put(state, _judge(u, state.policy, now, effects))
+    elif isinstance(event, DataCall):
+        u = state.uplink(event.uplink)
+        if u is None or not u.dialled or event.state not in CALL_STATES or \
+                (u.call, u.call_reason) == (event.state, event.reason):
+            return state, ()
+        u = replace(u, call=event.state, call_reason=event.reason,
+                    call_since=now if event.state != u.call else u.call_since)
         state = _put(state, _judge(u, state.policy, now, effects))
     elif isinstance(event, Override):
         target = event.target
@@ -279,6 +316,8 @@ def step(state: UplinksState, event: Event, now: float) -> tuple[UplinksState, t
             effects.append(JournalEvent(
                 "uplink.override", f"uplinks: manual override {target or 'off (auto)'}{who}",
                 "warning" if target else "info", data={"override": target, "who": event.who}))
+            effects.append(Publish(OverrideChanged(_label(state, target), target, _label(state, state.override),
+                                                   event.who)))
             state = replace(state, override=target)
     elif isinstance(event, DnsCheck):
         u = state.uplink(event.uplink)
@@ -289,11 +328,23 @@ def step(state: UplinksState, event: Event, now: float) -> tuple[UplinksState, t
     elif isinstance(event, Maintenance):
         if (event.switch_to_backup, event.hold_failback) != (state.switch_to_backup, state.hold_failback):
             state = replace(state, switch_to_backup=event.switch_to_backup, hold_failback=event.hold_failback)
-    elif not isinstance(event, Tick):
+    elif isinstance(event, Tick):
+        for u in state.uplinks:  # a standby link waiting for its carrier is judged by the clock too
+            if u.health == "standby" and not u.carrier:
+                state = _put(state, _judge(u, state.policy, now, effects))
+    else:
         return state, ()
     state = _decide(state, now, effects)
     state = _publish(state, effects)
     return state, tuple(effects)
+
+
+def _label(state: UplinksState, name: str | None) -> str | None:
+    """An uplink as the override is spoken of: wired (the primary), lte (the backup), else its name."""
+    if name is None:
+        return None
+    spec = state.policy.spec(name)
+    return {"primary": "wired", "backup": "lte"}.get(spec.role if spec else "", name)
 
 
 def _put(state: UplinksState, u: Uplink) -> UplinksState:
@@ -316,6 +367,18 @@ def _on_probe(u: Uplink, ev: ProbeResult, p: Policy) -> Uplink:
 def _verdict(u: Uplink, p: Policy, now: float) -> tuple[str, str]:
     """(health, reason) from the targets and the carrier."""
     n = len(u.targets)
+    if not u.carrier and u.dialled:
+        why = f" ({u.call_reason})" if u.call_reason else ""
+        if u.call == "idle":
+            return "standby", f"data call not needed{why}"
+        if u.call == "dialling" and u.health in ("unknown", "standby"):
+            return "standby", f"not dialled yet{why}"
+        if u.call == "connected" and u.health in ("unknown", "standby"):
+            if now - u.call_since < p.link_grace_s:
+                return "standby", "data call up, waiting for the link"
+            return "down", f"no carrier {now - u.call_since:.0f} s after the data call came up"
+        if u.call == "failed":
+            return "down", f"no data call{why}"
     if not u.carrier:
         return "down", "carrier lost"
     if n == 0:
@@ -332,7 +395,7 @@ def _verdict(u: Uplink, p: Policy, now: float) -> tuple[str, str]:
     if len(lossy) >= q:
         return "down", f"{len(lossy)}/{n} targets losing ≥{p.down_loss_pct:g} % of probes"
     answering = sum(1 for _, t in u.targets if t.ok_streak >= p.up_after)
-    if u.health in ("down", "unknown") and answering < q:
+    if u.health in ("down", "unknown", "standby") and answering < q:
         # not (yet) proven to work: wait until enough targets answered ``up_after`` probes in a row
         return u.health, u.reason
     # quality, without the losses of a streak still running (the "down" rule judges those), with
@@ -368,7 +431,7 @@ def _judge(u: Uplink, p: Policy, now: float, effects: list[Effect]) -> Uplink:
     if health == "degraded":
         up_since = None
     sev = "warning" if health == "down" else "info"
-    if health != "unknown":
+    if health != "unknown" and (before, health) != ("unknown", "standby"):  # not dialled yet at start: no news
         effects.append(JournalEvent("uplink.state", f"{u.name}: {health} ({reason})" if reason else
                                     f"{u.name}: {health}", sev,
                                     data={"uplink": u.name, "from": before, "to": health, "reason": reason}))
@@ -417,9 +480,10 @@ def _desired(state: UplinksState, now: float) -> tuple[str | None, str]:
         if prim.health != "down":
             return prim.name, ""
         return back.name, f"{prim.name}: down, {prim.reason}"
-    # on the backup (or another): return to the primary only after the hold, unless the backup died
-    if cur.health == "down" and prim.health != "down":
-        return prim.name, f"{cur.name}: down, {cur.reason}"
+    # on the backup (or another): return to the primary only after the hold, unless the backup died or
+    # never came up (a standby link that carried nothing: no failback hold to honour)
+    if cur.health in ("down", "standby") and prim.health != "down":
+        return prim.name, f"{cur.name}: {cur.health}, {cur.reason}"
     if state.hold_failback:
         return cur.name, ""
     if prim.health == "up" and prim.up_since is not None:

@@ -810,7 +810,8 @@ class ContinuityService(Service):
         services = []
         for name, app in self.apps.items():
             services.append({"name": name, "reachable": app.reachable, "latency_ms": app.latency_ms,
-                             "via": app.via, "since": app.since, "department": app.department,
+                             "via": app.via, "since": None if app.since is None else int(round(app.since)),
+                             "department": app.department,
                              "target": app.target.describe(), "error": app.error or None, "rto_s": app.rto_s,
                              "checked_at": app.checked_at})
         try:

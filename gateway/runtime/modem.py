@@ -251,6 +251,9 @@ class ModemService(Service):
         if active != self.lte_active:
             self.lte_active = active
             self._feed(core.WantData(active, fact.reason or ("LTE active" if active else "LTE not active")))
+            # tell the uplinks now, before the hang-up of a cold standby drops the carrier: that drop is
+            # then standby, not "lte: down"
+            self._publish()
             self._wake.set()
 
     # -------------------------------------------------------------------------------- data budget
@@ -362,7 +365,8 @@ class ModemService(Service):
         r = self.core.reading
         st = ModemStatus(state=self.core.state, registration=r.registration if r else None,
                          operator=r.operator if r else None, technology=r.technology if r else None,
-                         rssi_dbm=r.rssi_dbm if r else None, recovery_rung=self.core.recovery_rung)
+                         rssi_dbm=r.rssi_dbm if r else None, recovery_rung=self.core.recovery_rung,
+                         data_wanted=self.core.want_data)
         if st != self.status:
             self.status = st
             self.ctx.bus.publish(st)

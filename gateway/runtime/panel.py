@@ -34,6 +34,7 @@ from gateway.core.signals import (
     AlertAcknowledged,
     IncidentStatus,
     ModemPowerCycle,
+    OverrideChanged,
     OverrideRequest,
     PowerStatus,
     UplinkStatus,
@@ -98,7 +99,7 @@ class PanelService(Service):
         if self.driver is not None:
             self.driver.on_button(self._edge_from_pin)
         bus = ctx.bus
-        for kind in (PowerStatus, UplinkStatus, ActiveUplinkChanged, IncidentStatus, AlertAcknowledged):
+        for kind in (PowerStatus, UplinkStatus, ActiveUplinkChanged, IncidentStatus, AlertAcknowledged, OverrideChanged):
             bus.subscribe(kind, self._on_fact)
         bus.subscribe(ModemPowerCycle, self._on_modem_cycle)
 

@@ -8,6 +8,9 @@
 - Carrier comes from a netlink socket in the event loop (and a cheap flag poll as a safety net).
 - Effects are desired state: the default route through the active uplink, the per-uplink tables and rules
   are re-applied every few seconds and at once when netlink says a link or route changed.
+- The LTE uplink is *dialled*: the modem's facts (:class:`ModemStatus`) tell the core whether its data call is
+  connected, being made, not wanted (cold standby) or impossible, so an LTE link without carrier before its
+  first call is standby rather than an outage.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +26,7 @@ from gateway.config import Config
 from gateway.core import uplink as core
 from gateway.core.base import Effect, Event, JournalEvent, Tick
 from gateway.core.errors import ActionRejected, DeviceUnavailable
-from gateway.core.signals import MaintenanceStatus, OverrideRequest
+from gateway.core.signals import MaintenanceStatus, ModemStatus, OverrideRequest
 from gateway.drivers.net import LinkWatcher, NetDriver
 from gateway.drivers.probe import OnReply, Prober, dns_check, make_prober
 from gateway.runtime.service import Context, Service, every
@@ -80,10 +84,30 @@ class _UplinkRun:
 
 def policy_of(cfg: Config) -> core.Policy:
     f = cfg.failover
-    specs = tuple(core.UplinkSpec(u.name, u.role, tuple(u.probe_targets)) for u in cfg.uplinks)
+    modem_if = cfg.modem.interface if cfg.modem.enabled else None
+    specs = tuple(core.UplinkSpec(u.name, u.role, tuple(u.probe_targets), dialled=u.interface == modem_if)
+                  for u in cfg.uplinks)
     return core.Policy(specs, quorum=f.quorum, down_after=f.down_after, up_after=f.up_after, window=f.window,
                        degraded_loss_pct=f.degraded_loss_pct, down_loss_pct=f.down_loss_pct,
                        degraded_rtt_ms=f.degraded_rtt_ms, failback_hold_s=f.failback_hold_s)
+
+
+# modem states in which no data call can be made until a person (or the recovery ladder) acts
+_NO_CALL = ("sim_missing", "pin_needed", "failed")
+
+
+def data_call_of(fact: ModemStatus) -> tuple[str, str]:
+    """The modem's facts as the state of the LTE uplink's data call (core.DataCall): (state, reason)."""
+    st = fact.state
+    if st in _NO_CALL or (st in ("absent", "unresponsive") and fact.recovery_rung is not None):
+        # absent or silent only counts once the modem area calls it trouble: a modem still enumerating
+        # after boot is absent for a few seconds
+        return "failed", f"modem {st.replace('_', ' ')}"
+    if not fact.data_wanted:
+        return "idle", "cold standby"
+    if st == "connected":
+        return "connected", ""
+    return "dialling", f"modem {st.replace('_', ' ')}"
 
 
 class UplinkService(Service):
@@ -106,6 +130,10 @@ class UplinkService(Service):
         self._reconcile_now = False
         self.last_switch_at: float | None = None  # monotonic (benchmarks read it)
         self._dns_next: dict[str, float] = {}  # uplink -> when its resolvers are asked next
+        self._queue: deque[Event] = deque()
+        self._feeding = False
+        self._call: core.DataCall | None = None  # the last data-call fact (re-fed after a reload)
+        self._since_wall: dict[str, tuple[float, int]] = {}  # name -> (core since, wall second shown)
 
     # ------------------------------------------------------------------------------- life cycle
     async def start(self) -> None:
@@ -129,6 +157,7 @@ class UplinkService(Service):
         self.ctx.register_action("failover", self._action_failover)
         self.ctx.bus.subscribe(OverrideRequest, self._on_override)
         self.ctx.bus.subscribe(MaintenanceStatus, self._on_maintenance)
+        self.ctx.bus.subscribe(ModemStatus, self._on_modem)
         if self.watch_links:
             try:
                 self.watcher = LinkWatcher(self.ctx.netns)
@@ -167,6 +196,8 @@ class UplinkService(Service):
         self.state = core.reconfigure(old, policy_of(config), self.ctx.monotonic())
         for r in self.runs.values():
             self._ensure_table(r)
+        if self._call is not None:  # an uplink whose spec changed starts over: tell it the call again
+            self._feed(self._call)
 
     def _build_runs(self, cfg: Config) -> None:
         self.runs = {u.name: _UplinkRun(u.name, u.role, u.interface, u.gateway, u.table, u.metric, u.probe_kind,
@@ -176,10 +207,20 @@ class UplinkService(Service):
 
     # ------------------------------------------------------------------------------- core glue
     def _feed(self, event: Event) -> None:
-        assert self.state is not None
-        self.state, effects = core.step(self.state, event, self.ctx.monotonic())
-        for eff in effects:
-            self._do(eff)
+        """Step the core; an event raised while carrying out effects (a bus fact answered at once, e.g. the
+        modem's answer to a switch) is queued and fed after them, so facts go out in the order of the steps."""
+        self._queue.append(event)
+        if self._feeding:
+            return
+        self._feeding = True
+        try:
+            while self._queue:
+                assert self.state is not None
+                self.state, effects = core.step(self.state, self._queue.popleft(), self.ctx.monotonic())
+                for eff in effects:
+                    self._do(eff)
+        finally:
+            self._feeding = False
 
     def _do(self, eff: Effect) -> None:
         if isinstance(eff, JournalEvent):
@@ -192,7 +233,7 @@ class UplinkService(Service):
         elif isinstance(eff, core.FlushConntrack):
             r = self.runs.get(eff.uplink)
             if r is not None and r.source:
-                asyncio.ensure_future(self._flush(r.name, r.source))
+                self.spawn(self._flush(r.name, r.source), "conntrack")
         elif isinstance(eff, core.Publish):
             self.ctx.bus.publish(eff.fact)
 
@@ -239,9 +280,10 @@ class UplinkService(Service):
         if r is None:
             return
         primary = next((x for x in self.runs.values() if x.role == "primary"), r)
+        u = self.state.uplink(r.name)
         try:
-            if self.net.carrier(r.iface) is False and self.state.both_down:
-                return  # keep the last route; the kernel dropped it with the link, nothing to put back yet
+            if self.net.carrier(r.iface) is False and (self.state.both_down or (u is not None and u.health == "standby")):
+                return  # keep the last route; the kernel dropped it with the link (or it is not dialled yet)
             self.net.set_default(r.iface, r.gateway, primary.metric, tuple(x.iface for x in self.runs.values()))
             self._ok("route", f"uplinks: default route through {r.name} in place")
         except DeviceUnavailable as exc:
@@ -363,8 +405,9 @@ class UplinkService(Service):
                         del r.pending[token]
                     else:
                         next_at = min(next_at, p.deadline if not p.judged else hard)
-                # sends
-                if r.prober is None:
+                # sends (none through a link without carrier: they cannot leave, and carrier says it all)
+                u = self.state.uplink(r.name) if self.state is not None else None
+                if r.prober is None or (u is not None and not u.carrier):
                     continue
                 base = self._interval(r)
                 for target, ts in r.sched.items():
@@ -428,6 +471,16 @@ class UplinkService(Service):
             return
         self._feed(core.Override(name, fact.who))
 
+    def _on_modem(self, fact: ModemStatus) -> None:
+        if self.state is None:
+            return
+        u = next((x for x in self.state.policy.uplinks if x.dialled), None)
+        if u is None:
+            return
+        state, reason = data_call_of(fact)
+        self._call = core.DataCall(u.name, state, reason)
+        self._feed(self._call)
+
     def _on_maintenance(self, fact: MaintenanceStatus) -> None:
         self._feed(core.Maintenance(switch_to_backup=fact.switch_to_lte, hold_failback=fact.hold_failback))
 
@@ -454,7 +507,7 @@ class UplinkService(Service):
             out.append({
                 "name": u.name, "role": u.role, "state": core.shown_state(s, u), "active": u.name == s.active,
                 "rtt_ms": None if rtt is None else round(rtt, 2), "loss_pct": None if loss is None else round(loss, 1),
-                "since": round(wall - (now - u.since), 3), "reason": u.reason, "carrier": u.carrier,
+                "since": self._since(u, now, wall), "reason": u.reason, "carrier": u.carrier,
                 "interface": r.iface if r else None, "source": r.source if r else None,
                 "probe": r.kind if r else None,
                 "failback_in_s": round(fb, 1) if fb is not None and u.role == "primary" else None,
@@ -462,6 +515,15 @@ class UplinkService(Service):
                              "lost": t.lost_streak >= s.policy.down_after} for n, t in u.targets],
             })
         return {"uplinks": out, "override": self._override_label()}
+
+    def _since(self, u: core.Uplink, now: float, wall: float) -> int:
+        """When ``u``'s state last changed, in whole wall-clock seconds, worked out once per change: derived
+        anew on every read it jitters with the two clocks and changes the page's ETag on every poll."""
+        known = self._since_wall.get(u.name)
+        if known is None or known[0] != u.since:
+            known = (u.since, int(round(wall - (now - u.since))))
+            self._since_wall[u.name] = known
+        return known[1]
 
     def metrics(self) -> list[tuple[str, str, dict[str, str], float]]:
         if self.state is None:
