@@ -3,14 +3,17 @@
 One boundary: every failure of any service becomes DeviceUnavailable/DeviceRefused here.  Messages go
 out through the box's main routing table, so they leave through whichever uplink is active (LTE while
 the wired line is down).
+
+apprise (~200 modules, ~12 MB once used) is imported on the first send, in the sending thread: a box that
+has nothing to say never loads it, and the event loop never waits on the import.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-
-import apprise
+import threading
+from typing import Any
 
 from gateway.core.errors import DeviceRefused, DeviceUnavailable
 
@@ -24,32 +27,45 @@ class _Capture(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+_import_lock = threading.Lock()
+
+
+def _apprise() -> Any:
+    with _import_lock:  # two first sends at once: one import
+        import apprise
+
+    return apprise
+
+
 class Notifier:
     """Sends one message to one named target (an apprise URL from config)."""
 
     def __init__(self, targets: dict[str, str], timeout_s: float = 20.0) -> None:
         self.targets = dict(targets)
         self.timeout_s = timeout_s
-        bad = [name for name, url in self.targets.items() if not apprise.Apprise().add(url)]
-        self.invalid = set(bad)
+        self.invalid: set[str] = set()  # targets whose URL apprise did not understand (found on first send)
 
     async def send(self, target: str, title: str, body: str) -> None:
         if target not in self.targets:
             raise DeviceRefused(f"no notify target named {target!r}")
-        if target in self.invalid:
-            raise DeviceRefused(f"notify target {target!r}: apprise does not understand its URL")
+        url = self.targets[target]
         try:
-            ok, errors = await asyncio.wait_for(asyncio.to_thread(self._send, self.targets[target], title, body),
-                                                self.timeout_s)
+            ok, errors = await asyncio.wait_for(asyncio.to_thread(self._send, url, title, body), self.timeout_s)
         except TimeoutError:
             raise DeviceUnavailable(f"{target}: no answer within {self.timeout_s:.0f} s") from None
+        if ok is None:
+            self.invalid.add(target)
+            raise DeviceRefused(f"notify target {target!r}: apprise does not understand its URL")
+        self.invalid.discard(target)
         if not ok:
             raise DeviceUnavailable(f"{target}: " + ("; ".join(errors[-2:]) or "not delivered"))
 
     @staticmethod
-    def _send(url: str, title: str, body: str) -> tuple[bool, list[str]]:
-        a = apprise.Apprise()
-        a.add(url)
+    def _send(url: str, title: str, body: str) -> tuple[bool | None, list[str]]:
+        """(True, []) sent; (False, apprise's warnings) not delivered; (None, []) a URL apprise refuses."""
+        a = _apprise().Apprise()
+        if not a.add(url):
+            return None, []
         cap = _Capture()
         log = logging.getLogger("apprise")
         log.addHandler(cap)
