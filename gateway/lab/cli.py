@@ -396,12 +396,12 @@ device = "{self.dir / 'modem'}"
 profile = "quectel-ec25"
 apn = "internet"
 interface = "lte0"
-poll_interval_s = 2.0
+poll_interval_s = 1.0
 # the recovery ladder in seconds, not minutes (the box: 30 s, then 60/120/240 s between rungs), so
-# `gateway lab lte hang` walks redial → radio reset → power cycle → give up in about 20 s
-recovery_after_s = 4.0
-recovery_backoff_s = 2.0
-recovery_clear_s = 3.0
+# `gateway lab lte hang` walks redial → radio reset → power cycle → give up in about 15 s
+recovery_after_s = 3.0
+recovery_backoff_s = 1.5
+recovery_clear_s = 2.0
 registration_timeout_s = 60.0
 power_off_s = 1.0
 
