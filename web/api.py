@@ -28,8 +28,14 @@ def be() -> Any:
     return current_app.config["BACKEND"]
 
 
+def cached(key: Any, build: Any) -> Any:
+    """One render of ``key`` shared by the clients asking within STATUS_CACHE_S (web/cache.py)."""
+    return current_app.config["RENDER_CACHE"].get(key, build, current_app.config["STATUS_CACHE_S"])
+
+
 def submit(action: str, params: dict[str, Any], who: str) -> Response:
     """Run an action on the daemon; every refusal is a JSON 4xx and nothing is half-applied by us."""
+    current_app.config["RENDER_CACHE"].clear()  # the next status or page shows what the action did
     try:
         result = be().submit(action, params, who)
     except ActionRejected as exc:
@@ -100,14 +106,18 @@ def drill_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- reading
+def _status_render() -> tuple[str, bytes]:
+    snap = be().snapshot()
+    return digest(snap), jsonify(snap).get_data()
+
+
 @bp.get("/status")
 def status() -> Any:
-    snap = be().snapshot()
-    tag = digest(snap)
+    tag, body = cached("status", _status_render)
     if not_modified(tag):
         resp = Response(status=304)
     else:
-        resp = jsonify(snap)
+        resp = Response(body, mimetype="application/json")
     resp.set_etag(tag, weak=True)
     resp.headers["Cache-Control"] = "no-cache"
     return resp

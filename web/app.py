@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from gateway.core.errors import GatewayError
 from web import auth
 from web.backend import Backend
+from web.cache import RenderCache
 from web.metrics import WebMetrics
 from web.model import signal_bars, site_tz
 from web.util import ApiFault, ago, duration, error, iso
@@ -21,6 +22,8 @@ from web.util import ApiFault, ago, duration, error, iso
 log = logging.getLogger("gateway.web")
 
 OFFLINE_KIT_MAX_BYTES = 25 * 1024 * 1024
+# How long concurrent clients share one rendered status (JSON and the page's model); see web/cache.py.
+STATUS_CACHE_S = 0.25
 
 
 def _wants_html() -> bool:
@@ -42,6 +45,7 @@ def create_app(backend: Backend) -> Flask:
         PERMANENT_SESSION_LIFETIME=backend.config.web.session_minutes * 60,
         MAX_CONTENT_LENGTH=OFFLINE_KIT_MAX_BYTES, POLL_MS=5000, JSON_SORT_KEYS=False,
         LOGIN_LIMITER=auth.LoginLimiter(), METRICS=WebMetrics(backend),
+        STATUS_CACHE_S=STATUS_CACHE_S, RENDER_CACHE=RenderCache(),
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     metrics: WebMetrics = app.config["METRICS"]

@@ -173,4 +173,7 @@ def page_model(be: Any, now: float | None = None) -> dict[str, Any]:
 
 
 def model_etag(m: dict[str, Any], *extra: Any) -> str:
-    return digest(*m["etag_parts"], *extra)
+    base = m.get("etag_base")
+    if base is None:  # hashed once per model: a cached model serves many clients (web/cache.py)
+        base = m["etag_base"] = digest(*m["etag_parts"])
+    return digest(base, *extra)

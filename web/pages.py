@@ -27,7 +27,7 @@ from werkzeug.utils import secure_filename
 
 from gateway.core.escalation import ack_signature
 from web import api, auth
-from web.model import model_etag, page_model
+from web.model import maintenance_rows, model_etag, page_model
 from web.util import MAX_ID, ApiFault, not_modified
 
 bp = Blueprint("pages", __name__)
@@ -57,9 +57,15 @@ def _render_live(m: dict[str, Any], tag: str) -> str:
     return render_template("_live.html", m=m, admin=auth.session_admin(), etag=tag)
 
 
+def _model() -> dict[str, Any]:
+    """The page's model (snapshot, journal reads, charts), shared by the clients asking within STATUS_CACHE_S."""
+    m: dict[str, Any] = api.cached("page_model", lambda: page_model(be()))
+    return m
+
+
 @bp.get("/")
 def index() -> Any:
-    m = page_model(be())
+    m = _model()
     admin = auth.session_admin()
     tag = model_etag(m, admin)
     return render_template("index.html", m=m, admin=admin, etag=tag, live=_render_live(m, tag),
@@ -69,7 +75,7 @@ def index() -> Any:
 @bp.get("/fragment/status")
 def fragment() -> Any:
     """The live part of the page; JS fetches it with If-None-Match and swaps it in when it changed."""
-    m = page_model(be())
+    m = _model()
     tag = model_etag(m, auth.session_admin())
     if not_modified(tag):
         resp = Response(status=304)
@@ -171,6 +177,69 @@ def ui_drill() -> Any:
     if kind not in ("power", "wan"):
         raise ApiFault(400, "bad_kind", "kind must be power or wan")
     return _form_action("drill", {"kind": kind}, who)
+
+
+def _maintenance_page(form: dict[str, Any] | None = None, error: str | None = None, status: int = 200) -> Any:
+    rows = sorted(maintenance_rows(be()), key=lambda w: (w["next_start"] is None, w["next_start"] or "", w["name"]))
+    return render_template("maintenance.html", rows=rows, services=[s.name for s in be().config.services],
+                           form=form or {}, error=error, admin=auth.session_admin(),
+                           tz=be().config.site.timezone), status
+
+
+@bp.get("/maintenance")
+def maintenance() -> Any:
+    """Every window (config and journal) with its next start; for the admin, the form to plan and cancel."""
+    return _maintenance_page()
+
+
+@bp.post("/ui/maintenance")
+def ui_add_window() -> Any:
+    """The plan-maintenance form (plain HTML, JS off too): same checks and action as POST /api/v1/maintenance.
+    A refusal shows the form again with what was typed and the reason; nothing is added."""
+    who = auth.require_admin().who
+    f = request.form
+    form: dict[str, Any] = {k: f.get(k, "").strip() for k in ("name", "kind", "schedule", "start", "end",
+                                                              "recurrence", "description")}
+    form.update(services=f.getlist("services"), switch_to_lte=bool(f.get("switch_to_lte")),
+                emergency=bool(f.get("emergency")))
+    known = [s.name for s in be().config.services]
+    problem = None
+    if not form["name"] or len(form["name"]) > 100:
+        problem = "Give the window a name (at most 100 characters)."
+    elif form["kind"] not in ("window", "freeze"):
+        problem = "Choose a maintenance window or a freeze period."
+    elif form["schedule"] not in ("once", "recurring"):
+        problem = "Choose once or repeating."
+    elif form["schedule"] == "once" and not (form["start"] and form["end"]):
+        problem = "A one-off window needs a start and an end."
+    elif form["schedule"] == "recurring" and not form["recurrence"]:
+        problem = "A repeating window needs a schedule, e.g. weekly tue,thu 19:30-21:00."
+    elif any(len(form[k]) > 100 for k in ("start", "end", "recurrence")) or len(form["description"]) > 2000:
+        problem = "A field is too long."
+    elif any(s not in known for s in form["services"]) or len(form["services"]) > 50:
+        problem = f"Affected services must be among: {', '.join(known) or 'none configured'}."
+    if problem:
+        if wants_json():
+            raise ApiFault(400, "bad_form", problem)
+        return _maintenance_page(form, problem, 400)
+    params: dict[str, Any] = {"name": form["name"], "kind": form["kind"], "services": form["services"],
+                              "description": form["description"], "switch_to_lte": form["switch_to_lte"],
+                              "emergency": form["emergency"]}
+    if form["schedule"] == "once":
+        params.update(start=form["start"], end=form["end"])
+    else:
+        params["recurrence"] = form["recurrence"]
+    try:
+        resp = api.submit("maintenance.add", params, who)
+    except ApiFault as exc:
+        if wants_json():
+            raise
+        return _maintenance_page(form, exc.message, exc.status)
+    if wants_json():
+        return resp
+    result = resp.get_json(silent=True) or {}
+    flash(str(result.get("message") or "maintenance window added"), "ok")
+    return redirect("/maintenance")
 
 
 @bp.post("/ui/maintenance/<int:window_id>/cancel")

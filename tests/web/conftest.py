@@ -171,6 +171,9 @@ class Env:
         self.app = create_app(self.backend)
         self.app.config["TESTING"] = True
         self.app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+        # these tests change the snapshot by hand and look at once; the shared render has tests of its own
+        # (tests/web/test_cache.py) and the bench measures with the daemon's default
+        self.app.config["STATUS_CACHE_S"] = 0.0
 
     def client(self, addr: str = "192.168.1.20") -> Any:
         c = self.app.test_client()
