@@ -102,6 +102,7 @@ class Daemon:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = asyncio.Event()
         self.started_at = time.time()
+        self.started_mono = time.monotonic()  # uptime must not go negative when the wall clock jumps back
         self.web_server: Any = None
         self.missing: list[str] = []
 
@@ -139,7 +140,7 @@ class Daemon:
         snap["journal"] = {"state": "full" if j.full else "ok", "held_rows": len(j.held),
                            "since": datetime.fromtimestamp(j.full_since, UTC).isoformat(timespec="seconds")
                            if j.full_since is not None else None, "error": j.full_error if j.full else None}
-        snap["daemon"] = {"pid": os.getpid(), "uptime_s": round(time.time() - self.started_at, 1),
+        snap["daemon"] = {"pid": os.getpid(), "uptime_s": round(time.monotonic() - self.started_mono, 1),
                           "services": sorted(self.ctx.services), "not_built": self.missing}
         return snap
 
