@@ -14,9 +14,9 @@ carry traffic is *shown* as standby too) fed by probe results per target, with k
 
 A *dialled* uplink (the LTE modem: its link exists only while a data call is up) learns the call's state
 from the runtime (:class:`DataCall`).  Without carrier it is ``standby``, not ``down``, while the call is not
-wanted (cold standby) or is still being made and the uplink has not worked since (at start, or after a
-standby): that is no outage.  Carrier lost after it worked is ``down``; so is no carrier while the modem
-cannot make the call at all (no SIM, gave up).  A standby uplink can still be chosen (a cold standby dials
+wanted (cold standby) or is still being made for the first time since start (or since a standby): that is
+no outage.  Carrier lost after the uplink worked or after its call was connected is ``down``; so is no
+carrier while the modem cannot make the call at all (no SIM, gave up).  A standby uplink can still be chosen (a cold standby dials
 because it was chosen); it is left again as soon as the primary works, since it never carried traffic.
 
 Policy: the primary carries traffic while it is up or degraded; otherwise the backup, unless it is down too
@@ -179,6 +179,7 @@ class Uplink:
     call: str = "connected"  # a dialled uplink's data call (CALL_STATES); always connected for the others
     call_reason: str = ""
     call_since: float = 0.0  # when the call state last changed
+    call_made: bool = False  # the call has been connected since it was last not wanted (or since start)
     targets: tuple[tuple[str, Target], ...] = ()
     since: float = 0.0  # when health last changed
     up_since: float | None = None  # uninterrupted "up" since (failback hold)
@@ -304,7 +305,8 @@ def step(state: UplinksState, event: Event, now: float) -> tuple[UplinksState, t
         if u is None or not u.dialled or event.state not in CALL_STATES or \
                 (u.call, u.call_reason) == (event.state, event.reason):
             return state, ()
-        u = replace(u, call=event.state, call_reason=event.reason,
+        made = event.state == "connected" or (u.call_made and event.state != "idle")
+        u = replace(u, call=event.state, call_reason=event.reason, call_made=made,
                     call_since=now if event.state != u.call else u.call_since)
         state = _put(state, _judge(u, state.policy, now, effects))
     elif isinstance(event, Override):
@@ -371,7 +373,7 @@ def _verdict(u: Uplink, p: Policy, now: float) -> tuple[str, str]:
         why = f" ({u.call_reason})" if u.call_reason else ""
         if u.call == "idle":
             return "standby", f"data call not needed{why}"
-        if u.call == "dialling" and u.health in ("unknown", "standby"):
+        if u.call == "dialling" and u.health in ("unknown", "standby") and not u.call_made:
             return "standby", f"not dialled yet{why}"
         if u.call == "connected" and u.health in ("unknown", "standby"):
             if now - u.call_since < p.link_grace_s:
@@ -397,6 +399,8 @@ def _verdict(u: Uplink, p: Policy, now: float) -> tuple[str, str]:
     answering = sum(1 for _, t in u.targets if t.ok_streak >= p.up_after)
     if u.health in ("down", "unknown", "standby") and answering < q:
         # not (yet) proven to work: wait until enough targets answered ``up_after`` probes in a row
+        if u.health == "standby":
+            return "standby", "link up, probing"
         return u.health, u.reason
     # quality, without the losses of a streak still running (the "down" rule judges those), with
     # hysteresis: degraded from the threshold, up again below half of it

@@ -192,6 +192,7 @@ class ModemService(Service):
                 if reading.error:
                     log.debug("modem: reading incomplete: %s", reading.error)
             self._feed(reading)
+            self._publish()  # at once: the uplinks judge the LTE link by the call's state
             await self._run_effects()
         self._count()
         await self._refresh_priority()

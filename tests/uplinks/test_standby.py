@@ -112,6 +112,17 @@ def test_carrier_lost_after_lte_worked_is_down_whatever_order_the_modem_says_it(
         assert s.health("lte") == "up"
 
 
+def test_call_dropped_after_it_connected_is_down_even_before_probes_proved_the_link() -> None:
+    s = Sim()
+    s.feed(core.DataCall("lte", "connected"))
+    s.feed(core.Carrier("lte", True))
+    s.rounds(2)  # not yet proven (up_after is 5)
+    assert s.health("lte") == "standby" and s.state.uplink("lte").reason == "link up, probing"  # type: ignore[union-attr]
+    s.feed(core.DataCall("lte", "dialling", "modem searching"))  # the network went away
+    s.feed(core.Carrier("lte", False))
+    assert s.health("lte") == "down" and s.journal()[-1].message == "lte: down (carrier lost)"
+
+
 def test_no_sim_at_start_is_a_real_failure() -> None:
     s = Sim()
     s.feed(core.DataCall("lte", "failed", "modem sim missing"))
