@@ -8,8 +8,9 @@ every namespace, link, process id and file the lab made, so ``down`` removes exa
 - a management veth pair between the host and ``{p}gw`` in the RFC 2544 benchmarking range (a free /30 of
   198.18.0.0/15: host .1, gateway .2), through which the daemon reaches the host's peers; the gateway
   forwards nothing to or from it and the host does not forward what arrives on it;
-- NUT (:mod:`gateway.lab.ups`) and two snmpsim switches (:mod:`gateway.lab.snmp`) on the host, listening
-  on 127.0.0.1 and the management address;
+- NUT (:mod:`gateway.lab.ups`) and two snmpsim switches (:mod:`gateway.lab.snmp`) on the host: upsd listens
+  on 127.0.0.1 and the management address; snmpsim on 127.0.0.1, and each switch's management side (same
+  port) is a small relay, its front (:mod:`gateway.lab.snmp_front`), where the switch faults live;
 - the modem emulator (:mod:`gateway.lab.modem_emu`) on a pty, its data link ``lte0`` in ``{p}gw``;
 - a webhook sink in ``{p}inet`` for notifications (:mod:`gateway.lab.sink`);
 - ``gateway.toml`` for the daemon, its state dir, and the daemon itself (``daemon start``), which runs in
@@ -41,6 +42,7 @@ from gateway.core.errors import DeviceRefused, GatewayError
 from gateway.lab import modem_emu
 from gateway.lab.net import LabNetError, Topology
 from gateway.lab.snmp import CISCO, TPLINK, SnmpPeer, SnmpPeerError
+from gateway.lab.snmp_front import FrontPeer
 from gateway.lab.ups import DEFAULT_DUMP, UpsPeer, UpsPeerError, alive, kill_pid
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -212,7 +214,8 @@ class Lab:
                 if not self._switch_running(name):
                     port = self._old_port(self.dir / f"snmp-{name}")
                     self._stop_switch(name)
-                    peer = SnmpPeer(self.dir / f"snmp-{name}", "127.0.0.1", port, data, extra_listen=[mgmt])
+                    # the gateway's side of the switch is its front (below), on the same port
+                    peer = SnmpPeer(self.dir / f"snmp-{name}", "127.0.0.1", port, data)
                     jobs[name] = pool.submit(peer.start)
             errors = []
             for name, fut in jobs.items():
@@ -222,6 +225,11 @@ class Lab:
                     errors.append(f"{name}: {exc}")
         if errors:
             raise RuntimeError("; ".join(errors))
+        for name in ("core", "tplink"):
+            if not self._front_running(name):
+                self._stop_front(name)
+                port = self.switch(name).port
+                FrontPeer(self.dir / f"front-{name}", [f"{mgmt}:{port}"], f"127.0.0.1:{port}").start()
 
     @staticmethod
     def _old_port(workdir: Path) -> int | None:
@@ -242,13 +250,29 @@ class Lab:
         except (OSError, ValueError, KeyError):
             return False
 
+    def _front_running(self, name: str) -> bool:
+        try:
+            return FrontPeer.attach(self.dir / f"front-{name}").running()
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def _stop_front(self, name: str) -> None:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            FrontPeer.attach(self.dir / f"front-{name}").stop()
+
+    def front(self, name: str) -> FrontPeer:
+        return FrontPeer.attach(self.dir / f"front-{name}")
+
     def _stop_ups(self) -> None:
         with contextlib.suppress(OSError, ValueError, KeyError):
             UpsPeer.attach(self.dir / "ups").stop()
 
     def _stop_switch(self, name: str) -> None:
         with contextlib.suppress(OSError, ValueError, KeyError):
-            SnmpPeer.attach(self.dir / f"snmp-{name}").stop()
+            peer = SnmpPeer.attach(self.dir / f"snmp-{name}")
+            if alive(peer.pid):  # a switch stopped by `switch NAME stop` must run to handle its SIGTERM
+                os.kill(int(peer.pid or 0), signal.SIGCONT)
+            peer.stop()
 
     def ups(self) -> UpsPeer:
         return UpsPeer.attach(self.dir / "ups")
@@ -469,6 +493,8 @@ close_hold_s = 30.0
                                          "profile": "cisco" if name == "core" else "tplink",
                                          "v3": {"user": s.v3_user, "auth": s.v3_auth, "priv": s.v3_priv,
                                                 "context": "private"}}
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    out["switches"][name]["faults"] = {"snmpsim": _proc_state(s.pid), **self.front(name).settings()}
         with contextlib.suppress(OSError):
             out["modem"] = os.path.realpath(self.dir / "modem") if (self.dir / "modem").exists() else None
         pid = self.info.get("daemon_pid")
@@ -572,6 +598,53 @@ close_hold_s = 30.0
                 "low": "UPS on battery with a low battery (OB DISCHRG LB)",
                 "comm-lost": "UPS driver stopped: upsd reports the UPS stale"}[action]
 
+    def ups_peer(self, action: str) -> str:
+        """``ups kill``: upsd dies (SIGKILL), the driver stays; ``ups start``: upsd back on its port."""
+        ups = self.ups()
+        if action == "kill":
+            pid = ups.kill_upsd()
+            return f"upsd killed (pid {pid}): clients get connection refused" if pid else "upsd was not running"
+        pid = ups.start_upsd()
+        return f"upsd running (pid {pid}) on {ups.host}:{ups.port}, serving {ups.name}"
+
+    def switch_fault(self, name: str, action: str, value: str | None) -> str:
+        """A switch fault: ``stop``/``start`` snmpsim; ``slow MS``, ``community WORD`` and ``normal`` on its
+        front (what the gateway reaches)."""
+        if name not in ("core", "tplink"):
+            raise LabUsage(f"no switch {name!r} in the lab (have: core, tplink)")
+        if action in ("slow", "community"):
+            if value is None:
+                raise LabUsage(f"switch {name} {action} needs a value ({'MS' if action == 'slow' else 'WORD'})")
+        elif value is not None:
+            raise LabUsage(f"switch {name} {action} takes no value (got {value!r})")
+        if action == "stop":  # SIGSTOP: the switch hangs; it answers nothing but loses nothing
+            peer = self.switch(name)
+            if not alive(peer.pid):
+                raise RuntimeError(f"switch {name}: snmpsim is not running (gateway lab switch {name} start)")
+            os.kill(int(peer.pid or 0), signal.SIGSTOP)
+            return f"switch {name}: snmpsim stopped (pid {peer.pid}): no SNMP answers until start"
+        if action == "start":
+            peer = self.switch(name)
+            if alive(peer.pid):
+                os.kill(int(peer.pid or 0), signal.SIGCONT)
+                return f"switch {name}: snmpsim answering again (pid {peer.pid})"
+            peer.stop()  # it died: a new one on the same port (every port on again, like a reset switch)
+            new = SnmpPeer(peer.workdir, peer.host, peer.port, peer.data_file, peer.extra_listen).start()
+            return f"switch {name}: snmpsim started again (pid {new.pid}) on {new.host}:{new.port}"
+        front = self.front(name)
+        if action == "slow":
+            if not _is_number(value or "") or not 0 <= float(value or 0) <= 600_000:
+                raise LabUsage(f"switch {name} slow needs a delay in ms between 0 and 600000, not {value!r}")
+            front.set(delay_ms=float(value or 0))
+            return f"switch {name}: requests answered {float(value or 0):g} ms late"
+        if action == "community":
+            if not value or not value.isprintable() or len(value) > 64 or value.strip() != value:
+                raise LabUsage(f"switch {name} community needs a word (1-64 printable characters), not {value!r}")
+            front.set(community=value)
+            return f"switch {name}: answers only community {value!r} now (others are dropped silently)"
+        front.set(delay_ms=0, community=None)
+        return f"switch {name}: no faults on its front (usual communities, no delay)"
+
     def isp(self, side: str, what: str, value: str | None, seconds: float | None = None) -> str:
         pct = None
         if what == "flap":
@@ -620,6 +693,8 @@ close_hold_s = 30.0
             self._stop_ups()
             done.append("NUT")
         for name in ("core", "tplink"):
+            if (self.dir / f"front-{name}" / "peer.json").exists():
+                self._stop_front(name)
             if (self.dir / f"snmp-{name}" / "peer.json").exists():
                 self._stop_switch(name)
                 done.append(f"switch {name}")
@@ -693,6 +768,17 @@ def _socket_in_netns(netns: str, host: str, port: int) -> socket.socket:
     return result[0]
 
 
+def _proc_state(pid: int | None) -> str:
+    """running | stopped (SIGSTOP) | dead."""
+    if not alive(pid):
+        return "dead"
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return "stopped" if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t") else "running"
+    except OSError:
+        return "dead"
+
+
 def _is_number(s: str) -> bool:
     try:
         float(s)
@@ -757,6 +843,13 @@ def add_lab_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("action", choices=["start", "stop", "kill"])
     s = sub.add_parser("power", help="mains and UPS: cut|restore|low|comm-lost")
     s.add_argument("action", choices=["cut", "restore", "low", "comm-lost"])
+    s = sub.add_parser("ups", help="NUT's upsd itself: kill (SIGKILL; the driver stays)|start (back on its port)")
+    s.add_argument("action", choices=["kill", "start"])
+    s = sub.add_parser("switch", help="a PoE switch: NAME stop|start (snmpsim hangs / answers again) | slow MS | "
+                                      "community WORD | normal (no delay, usual communities)")
+    s.add_argument("name", help="core or tplink")
+    s.add_argument("action", choices=["stop", "start", "slow", "community", "normal"])
+    s.add_argument("value", nargs="?", help="MS for slow, WORD for community")
     s = sub.add_parser("isp", help="the wired ISP: down|up|blackhole|loss PERCENT|flap [HZ]")
     s.add_argument("action", choices=["down", "up", "blackhole", "loss", "flap"])
     s.add_argument("value", nargs="?", help="PERCENT for loss, HZ for flap (default 10)")
@@ -849,6 +942,12 @@ def run_lab(args: argparse.Namespace) -> int:
             lab.topo.dns(args.action == "up")
             print(f"dns: {args.action}" + (" (the internet's DNS server drops every query)"
                                              if args.action == "down" else ""))
+            return EXIT_OK
+        if cmd == "ups":
+            print(lab.ups_peer(args.action))
+            return EXIT_OK
+        if cmd == "switch":
+            print(lab.switch_fault(args.name, args.action, args.value))
             return EXIT_OK
         if cmd in ("button", "panel"):
             return _panel(lab, args)

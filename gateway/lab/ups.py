@@ -12,7 +12,8 @@ Mains is cut by editing the replayed file (``dummy-ups`` re-reads it when its mt
   ``battery.runtime.low`` / ``battery.charge.low``, like a real UPS;
 - ``restore()``: ``OL CHRG``, charging back to the dump's charge, then ``OL``; a stopped driver is restarted;
 - ``low()``: ``OB DISCHRG LB`` with charge and runtime at the low marks;
-- ``comm_lost()``: the driver is stopped, so ``upsd`` reports the UPS stale ("Data stale").
+- ``comm_lost()``: the driver is stopped, so ``upsd`` reports the UPS stale ("Data stale");
+- ``kill_upsd()`` / ``start_upsd()``: ``upsd`` itself dies (SIGKILL) and comes back on the same port.
 
 An object can be re-attached to a running peer from another process with :meth:`UpsPeer.attach`.
 """
@@ -285,21 +286,29 @@ class UpsPeer:
                          "\tinstcmds = ALL\n\tupsmon primary\n")
         users.chmod(0o600)
         self._start_driver()
-        log = open(self.workdir / "upsd.log", "ab")
-        with log:
+        self._spawn_upsd()
+        self._start_drain()
+        self._save()
+        try:
+            self._wait_served()
+        except UpsPeerError:
+            self.stop()
+            raise
+        return self
+
+    def _spawn_upsd(self) -> None:
+        with open(self.workdir / "upsd.log", "ab") as log:
             upsd = subprocess.Popen([str(UPSD), "-F", *self._as_root()], env=self.env, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=log, start_new_session=True)
         self.pids["upsd"] = upsd.pid
-        self._start_drain()
-        self._save()
+
+    def _wait_served(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while self.upsc().get("ups.status", "WAIT") == "WAIT":
-            if not alive(upsd.pid) or time.monotonic() > deadline:
-                self.stop()
+            if not alive(self.pids.get("upsd")) or time.monotonic() > deadline:
                 raise UpsPeerError(f"upsd did not serve the UPS within {START_TIMEOUT_S:g} s; "
                                    f"see {self.workdir}/upsd.log")
             time.sleep(0.05)  # poll interval while upsd and the driver start
-        return self
 
     @staticmethod
     def _as_root() -> list[str]:
@@ -373,6 +382,32 @@ class UpsPeer:
         """The USB cable is pulled: the driver stops and upsd reports the UPS stale."""
         kill_pid(self.pids.get("driver"))
         self._save()
+
+    def kill_upsd(self) -> int | None:
+        """upsd dies (SIGKILL, like a crash or the OOM killer): the driver keeps running, clients get
+        "connection refused".  Returns the pid killed, None if upsd was not running."""
+        pid = self.pids.get("upsd")
+        if not alive(pid):
+            return None
+        assert pid is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.02)  # poll interval while the kernel tears it down
+        _reap(pid)
+        return pid
+
+    def start_upsd(self) -> int:
+        """upsd back (as systemd would restart it), on the same port and config; the driver too if it was
+        stopped.  Returns upsd's pid once it serves the UPS again."""
+        self._ensure_driver()
+        if not alive(self.pids.get("upsd")):
+            self._spawn_upsd()
+            self._save()
+        self._wait_served()
+        return self.pids["upsd"]
 
     def _ensure_driver(self) -> None:
         if not alive(self.pids.get("driver")):

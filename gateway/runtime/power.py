@@ -83,6 +83,8 @@ class PowerService(Service):
         self._on_battery_since_wall: float | None = None
         self._saved_outage: Any = None
         self.polls = 0
+        self.poll_failures = 0
+        self.load_failures: dict[str, int] = {}  # failed reads/sets per load, for /metrics
         self._failing: dict[str, str] = {}  # what fails now, per load (and "fsd"): journaled once
         self.last_poll_ok_at: float | None = None
         ctx.register_action("load", self._action_load)
@@ -178,8 +180,10 @@ class PowerService(Service):
         try:
             reading = await self.ups.read()
         except UpsStale as exc:
+            self.poll_failures += 1
             self._feed(core.PollFailed(str(exc), stale=True))
         except GatewayError as exc:
+            self.poll_failures += 1
             self._feed(core.PollFailed(str(exc)))
         else:
             self.last_poll_ok_at = self.ctx.wall()
@@ -240,6 +244,7 @@ class PowerService(Service):
                                              "critical", {"reason": self._fsd_pending}))
 
     def _port_failed_once(self, key: str, message: str) -> None:
+        self.load_failures[key] = self.load_failures.get(key, 0) + 1
         failing = self._failing
         if failing.get(key) != message:
             first = key not in failing
@@ -464,6 +469,9 @@ class PowerService(Service):
             ("gateway_ups_comm_ok", "1 while upsd answers with fresh data", {}, float(s.comm_ok)),
             ("gateway_loads_shed_watts", "Watts of PoE loads switched off", {},
              core.shed_watts(s, self._measured_watts())),
+            ("gateway_ups_polls_total", "Polls of upsd since start", {}, float(self.polls)),
+            ("gateway_ups_poll_failures_total", "Polls of upsd that failed (no answer, stale, refused)", {},
+             float(self.poll_failures)),
         ]
         if r is not None and s.comm_ok:
             for metric, help_, value in (
@@ -474,6 +482,8 @@ class PowerService(Service):
                 if value is not None:
                     out.append((metric, help_, {}, float(value)))
         for ld in self.ctx.config.loads:
+            out.append(("gateway_load_failures_total", "Failed reads or sets of a load's port (each retry counts)",
+                        {"load": ld.name}, float(self.load_failures.get(ld.name, 0))))
             port = self.ports.get(ld.name)
             if port is not None and port.actual is not None:
                 out.append(("gateway_load_on", "1 if the PoE load's port is on", {"load": ld.name,
