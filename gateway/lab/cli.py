@@ -226,10 +226,12 @@ class Lab:
         if errors:
             raise RuntimeError("; ".join(errors))
         for name in ("core", "tplink"):
+            sw = self.switch(name)
+            if mgmt in sw.extra_listen:
+                continue  # a switch started before fronts existed serves the management address itself
             if not self._front_running(name):
                 self._stop_front(name)
-                port = self.switch(name).port
-                FrontPeer(self.dir / f"front-{name}", [f"{mgmt}:{port}"], f"127.0.0.1:{port}").start()
+                FrontPeer(self.dir / f"front-{name}", [f"{mgmt}:{sw.port}"], f"127.0.0.1:{sw.port}").start()
 
     @staticmethod
     def _old_port(workdir: Path) -> int | None:
