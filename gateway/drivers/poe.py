@@ -10,21 +10,38 @@ a timeout is :class:`~gateway.core.errors.DeviceUnavailable`; a refused communit
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pysnmp.hlapi.v3arch import asyncio as snmp
-
 from gateway.core.errors import DeviceRefused, DeviceUnavailable, ParseError
+from gateway.drivers.snmp_v2c import V2cClient
 
-_AUTH = {"md5": snmp.usmHMACMD5AuthProtocol, "sha": snmp.usmHMACSHAAuthProtocol,
-         "sha224": snmp.usmHMAC128SHA224AuthProtocol, "sha256": snmp.usmHMAC192SHA256AuthProtocol,
-         "sha384": snmp.usmHMAC256SHA384AuthProtocol, "sha512": snmp.usmHMAC384SHA512AuthProtocol}
-_PRIV = {"des": snmp.usmDESPrivProtocol, "aes": snmp.usmAesCfb128Protocol, "aes192": snmp.usmAesCfb192Protocol,
-         "aes256": snmp.usmAesCfb256Protocol}
+# v2c goes through the small client in snmp_v2c; pysnmp's hlapi engine (~500 modules and MIBs, ~30 MB) is
+# imported only when a v3 switch is configured.  Protocol names, as in pysnmp.hlapi.v3arch.asyncio:
+_AUTH = {"md5": "usmHMACMD5AuthProtocol", "sha": "usmHMACSHAAuthProtocol",
+         "sha224": "usmHMAC128SHA224AuthProtocol", "sha256": "usmHMAC192SHA256AuthProtocol",
+         "sha384": "usmHMAC256SHA384AuthProtocol", "sha512": "usmHMAC384SHA512AuthProtocol"}
+_PRIV = {"des": "usmDESPrivProtocol", "aes": "usmAesCfb128Protocol", "aes192": "usmAesCfb192Protocol",
+         "aes256": "usmAesCfb256Protocol"}
+
+
+def _hlapi() -> Any:
+    if "pysnmp.smi.compiler" not in sys.modules and "pysmi" not in sys.modules:
+        # OIDs here are numeric (lookupMib=False), so pysnmp's MIB compiler is never used; without pysmi
+        # on import it skips it, which spares pysmi, lark, jinja2 and requests (~10 MB).  pysmi stays
+        # importable by anyone else afterwards.
+        sys.modules["pysmi"] = None  # type: ignore[assignment]
+        try:
+            import pysnmp.smi.compiler  # noqa: F401
+        finally:
+            del sys.modules["pysmi"]
+    from pysnmp.hlapi.v3arch import asyncio as hlapi
+
+    return hlapi
 
 
 @dataclass(frozen=True)
@@ -118,20 +135,23 @@ class PoeSwitch:
         self.context = context
         self.version, self.group = version, group
         self.timeout_s, self.retries = timeout_s, retries
-        self._engine = snmp.SnmpEngine()
+        self._engine: Any = None
         self._target: Any = None
+        self._v2c: V2cClient | None = None
+        self._write_community, self._read_community = community, read_community or community
         auth: Any
         if version == "3":
             if not user:
                 raise DeviceRefused(f"switch {name}: SNMP v3 needs a user")
+            snmp = _hlapi()
+            self._engine = snmp.SnmpEngine()
             auth = snmp.UsmUserData(
                 user, authKey=auth_key, privKey=priv_key,
-                authProtocol=_AUTH[auth_protocol] if auth_key else snmp.usmNoAuthProtocol,
-                privProtocol=_PRIV[priv_protocol] if priv_key else snmp.usmNoPrivProtocol)
+                authProtocol=getattr(snmp, _AUTH[auth_protocol]) if auth_key else snmp.usmNoAuthProtocol,
+                privProtocol=getattr(snmp, _PRIV[priv_protocol]) if priv_key else snmp.usmNoPrivProtocol)
             self._write_auth = self._read_auth = auth
         else:
-            self._write_auth = snmp.CommunityData(community, mpModel=1)
-            self._read_auth = snmp.CommunityData(read_community or community, mpModel=1)
+            self._v2c = V2cClient(host, port, timeout_s, retries, where=self.where)
 
     @classmethod
     def from_config(cls, sw: Any) -> PoeSwitch:
@@ -143,6 +163,7 @@ class PoeSwitch:
                    group=sw.pse_group, context=getattr(sw, "context", ""))
 
     def _ctx(self) -> Any:
+        snmp = _hlapi()
         return snmp.ContextData(contextName=self.context) if self.context else snmp.ContextData()
 
     @property
@@ -151,6 +172,7 @@ class PoeSwitch:
 
     async def _transport(self) -> Any:
         if self._target is None:
+            snmp = _hlapi()
             try:
                 self._target = await snmp.UdpTransportTarget.create((self.host, self.port), timeout=self.timeout_s,
                                                                     retries=self.retries)
@@ -168,6 +190,7 @@ class PoeSwitch:
         if err_status:
             raise DeviceRefused(f"{self.where}: {what}: {err_status.prettyPrint()} at {int(err_index or 0)}")
         out: list[tuple[str, Any]] = []
+        snmp = _hlapi()
         for oid, value in var_binds:
             if isinstance(value, (snmp.NoSuchObject, snmp.NoSuchInstance, snmp.EndOfMibView)):
                 raise DeviceRefused(f"{self.where}: {what}: {oid.prettyPrint()} is {type(value).__name__} "
@@ -176,6 +199,9 @@ class PoeSwitch:
         return out
 
     async def _get(self, what: str, *oids: str) -> list[tuple[str, Any]]:
+        if self._v2c is not None:
+            return await self._v2c.get(self._read_community, list(oids), what)
+        snmp = _hlapi()
         target = await self._transport()
         try:
             result = await snmp.get_cmd(self._engine, self._read_auth, target, self._ctx(),
@@ -216,15 +242,20 @@ class PoeSwitch:
     async def set_port(self, port: int, on: bool) -> PortState:
         """Set the port's PoE admin state, then read it back; a value that did not stick is refused."""
         p = self.profile
-        target = await self._transport()
         oid = p.oid(p.admin_oid, port, self.group)
-        value = snmp.Integer32(p.on if on else p.off)
-        try:
-            result = await snmp.set_cmd(self._engine, self._write_auth, target, self._ctx(),
-                                        snmp.ObjectType(snmp.ObjectIdentity(oid), value), lookupMib=False)
-        except Exception as exc:
-            raise ParseError(f"{self.where}: set port {port}: {type(exc).__name__}: {exc}") from None
-        self._check(f"set port {port} {'on' if on else 'off'}", result)
+        what = f"set port {port} {'on' if on else 'off'}"
+        if self._v2c is not None:
+            await self._v2c.set(self._write_community, [(oid, p.on if on else p.off)], what)
+        else:
+            snmp = _hlapi()
+            target = await self._transport()
+            value = snmp.Integer32(p.on if on else p.off)
+            try:
+                result = await snmp.set_cmd(self._engine, self._write_auth, target, self._ctx(),
+                                            snmp.ObjectType(snmp.ObjectIdentity(oid), value), lookupMib=False)
+            except Exception as exc:
+                raise ParseError(f"{self.where}: set port {port}: {type(exc).__name__}: {exc}") from None
+            self._check(what, result)
         state = await self.get_port(port)
         if state.on != on:
             raise DeviceRefused(f"{self.where}: port {port} reads back {'on' if state.on else 'off'} "
@@ -239,6 +270,10 @@ class PoeSwitch:
         return round(self._int(v, "PSE power") * p.pse_power_scale_w, 1)
 
     async def close(self) -> None:
+        if self._v2c is not None:
+            await self._v2c.close()
+        if self._engine is None:
+            return
         try:
             self._engine.close_dispatcher()
         except Exception:  # closing a never-used engine is fine

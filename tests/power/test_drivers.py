@@ -9,9 +9,10 @@ import pytest
 
 from gateway.core.errors import DeviceRefused, DeviceUnavailable, ParseError
 from gateway.drivers.poe import PoeSwitch, load_profile, parse_profile, profiles
+from gateway.drivers.snmp_v2c import V2cClient
 from gateway.drivers.ups import UpsDriver, UpsStale
 from tests.conftest import needs_root, wait_until
-from tests.power.peers import TPLINK_ADMIN, NutPeer, SnmpSim, free_port
+from tests.power.peers import RFC3621_ADMIN, TPLINK_ADMIN, NutPeer, SnmpSim, free_port
 
 pytestmark = [pytest.mark.lab, needs_root]
 
@@ -156,3 +157,47 @@ def test_profile_from_a_path(tmp_path: Path) -> None:
     f = tmp_path / "mine.toml"
     f.write_text('name = "x"\nadmin_oid = "1.3.6.1.4.1.1.{port}"\non = 1\noff = 0\n')
     assert load_profile(str(f)).key == "mine"
+
+
+# the small v2c client the PoE driver uses (its broken-agent cases are in test_snmp_v2c.py)
+TPLINK_POWER = "1.3.6.1.4.1.11863.6.56.1.1.2.1.1.7"
+
+
+def test_v2c_client_get_set_and_concurrent_requests_against_snmpsim(snmp: SnmpSim) -> None:
+    async def main() -> None:
+        c = V2cClient(snmp.host, snmp.port, timeout_s=2.0, retries=2)
+        try:
+            (oid, value), = await c.get("public", [f"{RFC3621_ADMIN}.3.5"])
+            assert oid == f"{RFC3621_ADMIN}.3.5" and int(value) == 1
+            (_, value), = await c.set("private", [(f"{RFC3621_ADMIN}.3.9", 2)])
+            assert int(value) == 2
+            assert await asyncio.to_thread(snmp.admin, 9) == 2  # an independent GET sees the port off
+            (_, value), = await c.set("private", [(f"{RFC3621_ADMIN}.3.9", 1)])
+            assert int(value) == 1 and await asyncio.to_thread(snmp.admin, 9) == 1
+            # eight requests in flight on one socket, each answer matched to its request by request-id
+            got = await asyncio.gather(*(c.get("tplink", [f"{TPLINK_POWER}.{p}"]) for p in range(1, 9)))
+            assert [int(v) for ((_, v),) in got] == [40 + p for p in range(1, 9)]
+        finally:
+            await c.close()
+
+    asyncio.run(main())
+
+
+def test_v2c_client_refusals_and_silence_from_snmpsim(snmp: SnmpSim) -> None:
+    async def main() -> None:
+        c = V2cClient(snmp.host, snmp.port, timeout_s=2.0, retries=1, where="switch core")
+        try:
+            with pytest.raises(DeviceRefused, match="NoSuchInstance"):  # no port 1 in group 3
+                await c.get("public", [f"{RFC3621_ADMIN}.3.1"])
+            with pytest.raises(DeviceRefused, match="switch core: set sysDescr: "):  # a read-only string
+                await c.set("private", [("1.3.6.1.2.1.1.1.0", 1)], "set sysDescr")
+            quick = V2cClient(snmp.host, snmp.port, timeout_s=0.3, retries=1)
+            with pytest.raises(DeviceUnavailable, match="community"):  # dropped without a word
+                await quick.get("wrong", [f"{RFC3621_ADMIN}.3.5"])
+            await quick.close()
+            (_, value), = await c.get("public", [f"{RFC3621_ADMIN}.3.5"])  # the client still works
+            assert int(value) == 1
+        finally:
+            await c.close()
+
+    asyncio.run(main())
