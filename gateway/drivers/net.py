@@ -20,8 +20,10 @@ import concurrent.futures
 import contextlib
 import errno
 import ipaddress
+import os
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +36,10 @@ IFF_LOWER_UP = 0x10000
 RTMGRP_LINK = 0x1
 RTMGRP_IPV4_ROUTE = 0x40
 RTMGRP_IPV4_IFADDR = 0x10
-RTM_NEWLINK, RTM_DELLINK, RTM_NEWROUTE, RTM_DELROUTE = 16, 17, 24, 25
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWROUTE, RTM_DELROUTE = 16, 17, 18, 24, 25
+NLMSG_ERROR = 2
+NLM_F_REQUEST = 0x1
+IFLA_IFNAME = 3
 
 
 @contextlib.contextmanager
@@ -118,6 +123,73 @@ def _ifname_attr(attrs: bytes) -> str | None:
     return None
 
 
+class LinkQuery:
+    """One blocking ``NETLINK_ROUTE`` socket asking the kernel for one link by name (``RTM_GETLINK`` with
+    ``IFLA_IFNAME``): index and flags in one small round trip, in the calling thread.  The carrier safety
+    net asks this every second per uplink; through pyroute2 the same answer cost a dump of every link and
+    a hop to its worker thread and event loop, most of the daemon's idle CPU."""
+
+    def __init__(self, netns: str | None = None, timeout_s: float = 1.0) -> None:
+        self.netns, self.timeout_s = netns, timeout_s
+        self._sock: socket.socket | None = None
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            with entered(self.netns):
+                s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            s.settimeout(self.timeout_s)
+            s.bind((0, 0))
+            self._sock = s
+        return self._sock
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+    def link(self, ifname: str) -> tuple[int, int] | None:
+        """(ifindex, flags) of ``ifname``, or None when there is no such interface."""
+        name = ifname.encode() + b"\0"
+        if len(name) > 16:
+            return None  # longer than IFNAMSIZ: no interface can have that name
+        with self._lock:
+            try:
+                return self._ask(name)
+            except (OSError, struct.error) as exc:  # a timeout, a closed socket: start afresh next time
+                if self._sock is not None:
+                    self._sock.close()
+                    self._sock = None
+                raise DeviceUnavailable(f"netlink link {ifname}: {exc}") from None
+
+    def _ask(self, name: bytes) -> tuple[int, int] | None:
+        s = self._socket()
+        self._seq = self._seq % 0x7FFFFFFF + 1
+        attr = struct.pack("=HH", 4 + len(name), IFLA_IFNAME) + name
+        attr += b"\0" * (-len(attr) % 4)
+        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0) + attr
+        s.send(struct.pack("=IHHII", 16 + len(body), RTM_GETLINK, NLM_F_REQUEST, self._seq, 0) + body)
+        while True:
+            data = s.recv(1 << 16)
+            off = 0
+            while off + 16 <= len(data):
+                length, kind, _, seq, _ = struct.unpack_from("=IHHII", data, off)
+                if length < 16:
+                    break
+                if seq == self._seq:  # anything else is the late answer to a query that timed out
+                    if kind == NLMSG_ERROR:
+                        err = -struct.unpack_from("=i", data, off + 16)[0]
+                        if err in (errno.ENODEV, errno.ENOENT):
+                            return None
+                        raise OSError(err, os.strerror(err))
+                    if kind == RTM_NEWLINK:
+                        _, _, index, flags, _ = struct.unpack_from("=BxHiII", data, off + 16)
+                        return int(index), int(flags)
+                off += (length + 3) & ~3
+
+
 class NetDriver:
     """Desired-state route/rule operations on one namespace (``None``: the current one)."""
 
@@ -127,6 +199,7 @@ class NetDriver:
         # pyroute2's synchronous API runs its own asyncio loop, so it cannot be called from the daemon's
         # loop thread: every netlink call goes to this one worker thread (calls take a millisecond or so)
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netlink")
+        self._query = LinkQuery(netns)
 
     def _run(self, fn: Any, *args: Any, **kw: Any) -> Any:
         return self._pool.submit(fn, *args, **kw).result()
@@ -146,6 +219,7 @@ class NetDriver:
             with contextlib.suppress(Exception):
                 self._run(self._ipr.close)
             self._ipr = None
+        self._query.close()
         self._pool.shutdown(wait=False)
 
     def _call(self, what: str, *args: Any, **kw: Any) -> Any:
@@ -162,19 +236,15 @@ class NetDriver:
 
     # -------------------------------------------------------------------------------------- links
     def ifindex(self, ifname: str) -> int | None:
-        found = self._call("link_lookup", ifname=ifname)
-        return int(found[0]) if found else None
+        found = self._query.link(ifname)
+        return found[0] if found else None
 
     def carrier(self, ifname: str) -> bool | None:
         """Up and with carrier (None: no such interface)."""
-        idx = self.ifindex(ifname)
-        if idx is None:
+        found = self._query.link(ifname)
+        if found is None:
             return None
-        links = list(self._call("get_links", idx))
-        if not links:
-            return None
-        flags = int(links[0]["flags"])
-        return bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
+        return bool(found[1] & IFF_UP) and bool(found[1] & IFF_LOWER_UP)
 
     def addresses(self, ifname: str) -> list[str]:
         idx = self.ifindex(ifname)
