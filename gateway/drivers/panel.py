@@ -235,7 +235,7 @@ class PanelDriver:
     """The board's devices as gpiozero objects; thread-safe setters that write only what changed."""
 
     def __init__(self, board: Board, factory: Any = None, mock: bool = False) -> None:
-        from gpiozero import LED, PWMLED, RGBLED, Button, Buzzer, DigitalOutputDevice, TonalBuzzer
+        from gpiozero import LED, PWMLED, RGBLED, Buzzer, DigitalInputDevice, DigitalOutputDevice, TonalBuzzer
         from gpiozero.tones import Tone
 
         self.board = board
@@ -265,12 +265,14 @@ class PanelDriver:
             else:
                 self.buzzer = Buzzer(board.buzzer_pin, active_high=board.buzzer_active_high, pin_factory=factory)
             self._devices.append(self.buzzer)
-            # no gpiozero debouncing: the core judges edges by their times (bounce, press, hold, stuck)
-            self.button: Any = Button(board.button_pin, pull_up=board.button_pull_up, bounce_time=None,
-                                      pin_factory=factory)
+            # no gpiozero debouncing: the core judges edges by their times (bounce, press, hold, stuck).  A plain
+            # input, not gpiozero's Button: Button's hold thread wakes ten times a second for when_held, which
+            # the core's own hold timing makes unused
+            self.button: Any = DigitalInputDevice(board.button_pin, pull_up=board.button_pull_up, bounce_time=None,
+                                                  pin_factory=factory)
             self._devices.append(self.button)
-            self.button.when_pressed = lambda: self._edge(True)
-            self.button.when_released = lambda: self._edge(False)
+            self.button.when_activated = lambda: self._edge(True)
+            self.button.when_deactivated = lambda: self._edge(False)
             self.modem: Any = None
             if board.modem_pin is not None:
                 self.modem = DigitalOutputDevice(board.modem_pin, active_high=board.modem_active_high,
@@ -333,7 +335,7 @@ class PanelDriver:
 
     @property
     def button_pressed(self) -> bool:
-        return bool(self.button.is_pressed)
+        return bool(self.button.is_active)
 
     def drive_button(self, pressed: bool) -> None:
         """Mock pins only: move the button's pin as a finger would (pressed pulls it to ground)."""
