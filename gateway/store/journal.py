@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.errors import JournalError
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 log = logging.getLogger("gateway")
 
@@ -226,10 +227,13 @@ class Journal(_Base):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self.listeners: list[Listener] = []
+        self._db: sqlite_utils.Database | None = None
         try:
             self._c = _connect(self.path)
-            self.db = sqlite_utils.Database(self._c)
-            self.version = migrate(self.db)
+            # sqlite-utils (and click, dateutil, pluggy with it: ~10 MB) builds the schema; a journal already
+            # at this version never needs it loaded, so a daemon restarted on its journal stays lighter
+            current = self._c.execute("PRAGMA user_version").fetchone()[0]
+            self.version = current if current == SCHEMA_VERSION else migrate(self.db)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         self._lock = threading.RLock()
@@ -242,6 +246,15 @@ class Journal(_Base):
 
     def _conn(self) -> sqlite3.Connection:
         return self._c
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The writer's connection through sqlite-utils (imported on first use)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self._c)
+        return self._db
 
     def close(self) -> None:
         self._c.close()
