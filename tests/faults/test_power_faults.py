@@ -69,9 +69,10 @@ def power(office: Office) -> dict[str, Any]:
 
 
 def load_row(office: Office, name: str = LOAD) -> dict[str, Any]:
+    """The load's row in /api/v1/status ({} until the snapshot has it, e.g. just after a reload)."""
     snap = office.snapshot()
     assert snap is not None
-    return next(ld for ld in snap["loads"] if ld["name"] == name)
+    return next((ld for ld in snap["loads"] if ld["name"] == name), {})
 
 
 def daemon_pid(office: Office) -> int:
@@ -309,7 +310,8 @@ def test_switch_no_such_object(office: Office, base: tuple[int, int]) -> None:
 
     try:
         reload(original + extra.format(port=60))
-        row = office.wait(lambda: (ld := load_row(office, "camera-annex"))["error"] and ld, 20, "the load's error")
+        row = office.wait(lambda: (ld := load_row(office, "camera-annex")).get("error") and ld, 20,
+                          "the load's error")
         assert re.search(r"NoSuch(Instance|Object)", row["error"]), row["error"]
         failures = metric(office, "gateway_load_failures_total", load="camera-annex")
         office.wait(lambda: metric(office, "gateway_load_failures_total", load="camera-annex") >= failures + 1,
@@ -319,8 +321,8 @@ def test_switch_no_such_object(office: Office, base: tuple[int, int]) -> None:
         healthy(office, pid, since)
 
         reload(original + extra.format(port=9))
-        office.wait(lambda: (ld := load_row(office, "camera-annex"))["error"] is None and ld["confirmed"], 20,
-                    "the corrected load confirmed")
+        office.wait(lambda: (ld := load_row(office, "camera-annex")).get("port") == 9 and ld["error"] is None
+                    and ld["confirmed"], 20, "the corrected load confirmed")
         assert len(kinds(office, since, "power.load_failed", "camera-annex")) == 1
         assert len(kinds(office, since, "power.load_ok", "camera-annex")) == 1
     finally:
