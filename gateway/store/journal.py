@@ -101,9 +101,15 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+READER_CACHE_KB = 512
+
+
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=5)
+        # one reader per web worker thread: SQLite's default page cache (2 MB each) would let eight of them
+        # hold 16 MB of journal pages, growing as the journal churns; what the page reads is small and recent
+        conn.execute(f"PRAGMA cache_size=-{READER_CACHE_KB}")
     else:
         conn = sqlite3.connect(str(path), check_same_thread=False, timeout=10, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")

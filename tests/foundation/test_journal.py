@@ -60,6 +60,26 @@ def test_reader_cannot_write(tmp_path: Path) -> None:
         r.query("INSERT INTO kv (key, value) VALUES ('a', '1')")
 
 
+def test_readers_page_cache_is_bounded_per_thread(tmp_path: Path) -> None:
+    """Eight web workers each hold a reader connection: each caches at most 512 KiB, not SQLite's 2 MB."""
+    import threading
+
+    j = Journal(tmp_path / "j.db")
+    j.add_event("t.x", "one")
+    reader = JournalReader(tmp_path / "j.db")
+    sizes: list[int] = []
+
+    def read() -> None:
+        assert reader.events()[0]["message"] == "one"
+        sizes.append(reader.query("PRAGMA cache_size")[0]["cache_size"])
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sizes == [-512, -512, -512]
+
+
 def test_failed_transaction_changes_nothing(tmp_path: Path) -> None:
     j = Journal(tmp_path / "j.db")
     with pytest.raises(RuntimeError):
