@@ -24,6 +24,7 @@ from gateway.drivers.notify import Notifier
 from gateway.runtime.service import Context, Service, every
 
 log = logging.getLogger("gateway.notify")
+STAFF_SEVERITIES = frozenset({"high", "critical"})
 
 INITIALS = re.compile(r"[A-Za-z]{1,4}")
 
@@ -112,9 +113,14 @@ class NotifyService(Service):
             return  # drills are announced by whoever starts them, not escalated
         if before is None and fact.open:
             self._feed(escalation.Opened(fact.incident_id, fact.severity, title))
-            self._outage_notice(fact)
         elif before is not None and fact.open and fact.severity != before.severity:
             self._feed(escalation.SeverityChanged(fact.incident_id, fact.severity, title))
+        if fact.open and fact.severity in STAFF_SEVERITIES and \
+                (before is None or before.severity not in STAFF_SEVERITIES):
+            # staff hear of what affects their work (backup power or line, apps unreachable); a low incident
+            # such as the idle LTE backup failing goes to the admins' chain only, and is announced to staff
+            # once (the notice key is the incident's) if it grows worse
+            self._outage_notice(fact)
         if fact.acked and not (before and before.acked):
             self._feed(escalation.Acked(fact.incident_id, "incident"))
         if not fact.open and (before is None or before.open):

@@ -276,3 +276,18 @@ def test_order_numbers_unique_under_concurrency_and_across_restarts(tmp_path: Pa
         run(ctx2.action("order_number", {"initials": "../x"}, "t"))
     run(ctx2.action("order.reconcile", {"number": nxt}, "admin"))
     assert len(ctx2.journal.orders(open_only=True)) == 40
+
+
+def test_staff_hear_of_an_incident_only_once_it_affects_them(tmp_path: Path) -> None:
+    """A low incident (the idle LTE backup failing) goes to the admins only; staff get one notice if it grows."""
+    svc, ctx, _ = make(tmp_path)
+    iid = open_incident(ctx, severity="low")
+    run(svc.drain())
+    assert [s for s in svc.notifier.sent if s[0] == "staff"] == []
+    assert ctx.journal.notices() == [] and svc.snapshot()["notice"] is None
+    ctx.bus.publish(IncidentStatus(iid, True, "high", ("wired ISP down",)))
+    ctx.bus.publish(IncidentStatus(iid, True, "critical", ("wired ISP down",)))
+    run(svc.drain())
+    staff = [s for s in svc.notifier.sent if s[0] == "staff"]
+    assert [s[1] for s in staff] == ["Outage: wired ISP down"]
+    assert len(ctx.journal.notices()) == 1
