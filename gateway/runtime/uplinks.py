@@ -19,14 +19,14 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.config import Config
 from gateway.core import uplink as core
 from gateway.core.base import Effect, Event, JournalEvent, Tick
 from gateway.core.errors import ActionRejected, DeviceUnavailable
-from gateway.core.signals import MaintenanceStatus, ModemStatus, OverrideRequest
+from gateway.core.signals import MaintenanceStatus, ModemStatus, OverrideChanged, OverrideRequest
 from gateway.drivers.net import LinkWatcher, NetDriver
 from gateway.drivers.probe import OnReply, Prober, dns_check, make_prober
 from gateway.runtime.service import Context, Service, every
@@ -39,6 +39,10 @@ DNS_CHECK_S = 5.0  # the uplink's resolvers asked this often (the primary and th
 DNS_STANDBY_CHECK_S = 30.0  # on an idle backup: LTE data is dear
 DNS_TIMEOUT_S = 2.0
 DNS_CHECK_NAME = "example.com"  # any name the resolvers answer (the lab's DNS answers every A query)
+# what must survive a restart of the daemon (the watchdog's, a crash, a reboot): a manual override wins until
+# someone sets it back to auto, and traffic stays on the uplink it was on until the policy moves it
+OVERRIDE_KEY = "uplinks.override"
+ACTIVE_KEY = "uplinks.active"
 CARRIER_POLL_S = 1.0  # a safety net only: netlink link events are what act at once
 BURST_FACTOR = 4
 
@@ -147,7 +151,16 @@ class UplinkService(Service):
                 active = next((r.name for r in self.runs.values() if r.iface == cur[0]), None)
         except DeviceUnavailable as exc:
             self._failed("route", f"uplinks: cannot read the default route: {exc}")
+        if active is None:  # no route in place (a reboot, or it was removed while we were down): the journal's
+            saved = self.ctx.journal.get(ACTIVE_KEY)
+            active = saved if isinstance(saved, str) and saved in self.runs else None
         self.state = core.initial(policy_of(cfg), now, active)
+        override = self.ctx.journal.get(OVERRIDE_KEY)
+        if isinstance(override, str) and self.state.uplink(override) is not None:
+            self.state = replace(self.state, override=override)  # not a change: journaled when it was made
+            label = self._override_label()
+            log.info("uplinks: manual override %s kept from before the restart", label)
+            self.ctx.bus.publish(OverrideChanged(label, override, None, "restart"))
         for r in self.runs.values():
             self._ensure_table(r)
             c = self._carrier(r)
@@ -226,6 +239,7 @@ class UplinkService(Service):
         if isinstance(eff, JournalEvent):
             self.ctx.record(eff)
         elif isinstance(eff, core.SetActive):
+            self.ctx.journal.put(ACTIVE_KEY, eff.name)
             self.switches += 1
             self.last_switch_at = self.ctx.monotonic()
             self._apply_route()
@@ -235,6 +249,8 @@ class UplinkService(Service):
             if r is not None and r.source:
                 self.spawn(self._flush(r.name, r.source), "conntrack")
         elif isinstance(eff, core.Publish):
+            if isinstance(eff.fact, OverrideChanged):
+                self.ctx.journal.put(OVERRIDE_KEY, eff.fact.uplink)
             self.ctx.bus.publish(eff.fact)
 
     async def _flush(self, name: str, source: str) -> None:

@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config
-from gateway.core.signals import ActiveUplinkChanged, MaintenanceStatus, OverrideRequest, UplinkStatus
+from gateway.core.signals import (
+    ActiveUplinkChanged,
+    MaintenanceStatus,
+    OverrideChanged,
+    OverrideRequest,
+    UplinkStatus,
+)
 from gateway.drivers.net_fake import FakeNet
 from gateway.drivers.probe_fake import FakeProber, FakeWorld
 from gateway.runtime.service import Context
@@ -160,3 +166,45 @@ def test_stop_right_after_start_leaves_no_coroutine_unawaited(tmp_path: Path) ->
         gc.collect()
     never = [str(w.message) for w in seen if "never awaited" in str(w.message)]
     assert never == []
+
+
+def test_override_and_active_uplink_survive_a_restart(tmp_path: Path) -> None:
+    """A manual override wins until set back to auto, also across a restart of the daemon; with no route in
+    place after the restart (a reboot), traffic resumes on the uplink the journal says it was on."""
+    async def main() -> None:
+        svc, ctx, net, world, facts = make(tmp_path)
+        await svc.start()
+        try:
+            await until(lambda: uplink(svc, "wired")["state"] == "up")
+            ctx.bus.publish(OverrideRequest("lte", "button"))
+            assert net.default is not None and net.default[0] == "wwan0"
+        finally:
+            await svc.stop()
+        overrides = len(ctx.journal.events(kind_prefix="uplink.override"))
+        ctx.journal.close()
+        # the restarted daemon: the same journal, the kernel's route gone
+        svc2, ctx2, net2, _, _ = make(tmp_path)
+        net2.default = None
+        seen: list[OverrideChanged] = []
+        ctx2.bus.subscribe(OverrideChanged, seen.append)
+        await svc2.start()
+        try:
+            assert svc2.snapshot()["override"] == "lte"
+            assert net2.default is not None and net2.default[0] == "wwan0"
+            assert [(f.override, f.who) for f in seen] == [("lte", "restart")]
+            await until(lambda: uplink(svc2, "wired")["state"] in ("up", "standby"))
+            assert net2.default[0] == "wwan0"  # wired healthy, but the override holds
+            assert len(ctx2.journal.events(kind_prefix="uplink.override")) == overrides  # not a new change
+            ctx2.bus.publish(OverrideRequest("auto", "admin"))
+            await until(lambda: net2.default is not None and net2.default[0] == "eth1", what="back on wired")
+        finally:
+            await svc2.stop()
+        # auto is remembered too: a third start has no override
+        svc3, _, net3, _, _ = make(tmp_path)
+        await svc3.start()
+        try:
+            assert svc3.snapshot()["override"] is None and net3.default is not None and net3.default[0] == "eth1"
+        finally:
+            await svc3.stop()
+
+    asyncio.run(main())
