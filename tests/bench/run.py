@@ -39,10 +39,13 @@ def main(argv: list[str]) -> int:
     out_path.parent.mkdir(exist_ok=True)
     clean: dict[str, object] = {k: {"value": v["value"], "unit": v["unit"], "baseline": v.get("baseline")}
                                 for k, v in results.items()}
-    try:  # `make soak` keeps its figures under "soak" in the same file: leave them there
+    try:  # figures this run did not make (`make soak`'s, benchmarks not selected) stay as they were
         previous = json.loads(out_path.read_text())
-        if isinstance(previous, dict) and "soak" in previous:
-            clean["soak"] = previous["soak"]
+        if isinstance(previous, dict):
+            previous.pop("soak", None)  # the nested form of earlier soak runs
+            kept = {k: v for k, v in previous.items() if k not in clean and isinstance(v, dict) and "value" in v
+                    and (only or k.startswith("soak_"))}
+            clean.update(kept)
     except (OSError, ValueError):
         pass
     out_path.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
