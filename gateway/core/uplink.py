@@ -17,7 +17,8 @@ from the runtime (:class:`DataCall`).  Without carrier it is ``standby``, not ``
 wanted (cold standby) or is still being made for the first time since start (or since a standby): that is
 no outage.  Carrier lost after the uplink worked or after its call was connected is ``down``; so is no
 carrier while the modem cannot make the call at all (no SIM, gave up).  A standby uplink can still be chosen (a cold standby dials
-because it was chosen); it is left again as soon as the primary works, since it never carried traffic.
+because it was chosen); while its link is not up yet it is left again as soon as the primary works, since it
+never carried traffic; once its link is up, failback waits for the hold as from any backup.
 
 Policy: the primary carries traffic while it is up or degraded; otherwise the backup, unless it is down too
 (then the last route stays, with a critical journal event, and probing goes on).  Failback to the primary
@@ -485,8 +486,10 @@ def _desired(state: UplinksState, now: float) -> tuple[str | None, str]:
             return prim.name, ""
         return back.name, f"{prim.name}: down, {prim.reason}"
     # on the backup (or another): return to the primary only after the hold, unless the backup died or
-    # never came up (a standby link that carried nothing: no failback hold to honour)
-    if cur.health in ("down", "standby") and prim.health != "down":
+    # never came up (a standby link with no link yet carried nothing: no failback hold to honour).  A backup
+    # whose link is up but not yet proven by its probes does carry the traffic: the hold applies, or a
+    # flapping primary would pull traffic back on every bounce
+    if (cur.health == "down" or (cur.health == "standby" and not cur.carrier)) and prim.health != "down":
         return prim.name, f"{cur.name}: {cur.health}, {cur.reason}"
     if state.hold_failback:
         return cur.name, ""

@@ -212,3 +212,33 @@ def test_lte_that_never_worked_is_never_down_while_its_call_is_only_pending(even
     assert s.health("lte") in ("standby", "unknown")
     assert "down" not in s.published("lte")
     assert not [e for e in s.journal() if e.message.startswith("lte:")]
+
+
+def test_a_backup_with_its_link_up_but_unproven_keeps_traffic_through_a_bouncing_primary() -> None:
+    """LTE's call is up and its link too, its probes have not proven it yet, when wired's carrier drops:
+    traffic moves to LTE and stays there while wired bounces back for a moment; only the hold brings it back."""
+    s = Sim(failback_hold_s=10.0)
+    s.rounds(6, lte=None)
+    s.feed(core.DataCall("lte", "connected"))
+    s.feed(core.Carrier("lte", True))
+    assert s.health("lte") == "standby"  # link up, probing
+    s.feed(core.Carrier("wired", False))
+    assert s.state.active == "lte"
+    s.feed(core.Carrier("wired", True))
+    s.rounds(6)  # wired answers again at once (up after 5 in a row), LTE is proven meanwhile
+    assert s.health("wired") == "up" and s.state.active == "lte"
+    switches = [e.data["to"] for e in s.journal("uplink.switch")]
+    assert switches == ["lte"]
+    s.rounds(int(10.0 / INTERVAL) + 2)
+    assert s.state.active == "wired"
+    assert [e.data["to"] for e in s.journal("uplink.switch")] == ["lte", "wired"]
+
+
+def test_a_backup_with_no_link_yet_is_left_as_soon_as_the_primary_works() -> None:
+    s = Sim(failback_hold_s=10.0)
+    s.rounds(6, lte=None)
+    s.feed(core.Carrier("wired", False))
+    assert s.state.active == "lte" and s.health("lte") == "standby"  # chosen, still dialling
+    s.feed(core.Carrier("wired", True))
+    s.rounds(6, lte=None)
+    assert s.health("wired") == "up" and s.state.active == "wired"  # it carried nothing: no hold to honour
