@@ -31,13 +31,11 @@ def _bare_python_rss_kb() -> int:
 
 
 def _journal_bytes(path: Path) -> int:
-    """Bytes of content (pages in use), not the file size, which only grows in page-sized steps."""
+    """Bytes of content in every table and index (SQLite's dbstat: page size less unused space, summed),
+    so a few rows count as the bytes they take, not as the page they happen to start."""
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     try:
-        page = con.execute("PRAGMA page_size").fetchone()[0]
-        count = con.execute("PRAGMA page_count").fetchone()[0]
-        free = con.execute("PRAGMA freelist_count").fetchone()[0]
-        return int((count - free) * page)
+        return int(con.execute("SELECT sum(pgsize - unused) FROM dbstat").fetchone()[0] or 0)
     finally:
         con.close()
 

@@ -1,4 +1,4 @@
-"""Journal figures: steady-state bytes written per day, and reading an incident on a 1 M-event journal."""
+"""Journal figure: reading an incident and building its report on a 1 M-event journal."""
 
 from __future__ import annotations
 
@@ -13,22 +13,7 @@ from gateway.store import Journal
 def run() -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as d:
-        # A steady day: transitions are rare; per minute one sample per series (UPS 3, 2 uplinks x 2);
-        # a handful of transition events per hour.  Simulated for one hour and scaled.
-        j = Journal(Path(d) / "day.db", clock=lambda: 0.0)
-        start = j.size_bytes() + (Path(d) / "day.db-wal").stat().st_size
-        series = ["ups.charge_pct", "ups.load_pct", "ups.runtime_s", "uplink.wired.rtt_ms",
-                  "uplink.wired.loss_pct", "uplink.lte.rtt_ms", "uplink.lte.loss_pct"]
-        for minute in range(60):
-            j.add_samples([(minute * 60.0, s, 42.0) for s in series])
-            if minute % 10 == 0:
-                j.add_event("uplink.probe_summary", "wired: 0.0 % loss, 12 ms", data={"rtt": 12.0})
-        j.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        used = j.size_bytes() - start
-        out["journal_bytes_per_day"] = {"value": round(used * 24 / 1e6, 3), "unit": "MB/day", "baseline": None,
-                                        "goal": "<= 5 MB/day"}
-        j.close()
-
+        # (journal bytes per day at steady state are measured on the real daemon in bench_daemon)
         # Report time on a 1 M-event journal: the incident's events are found through the index.
         j = Journal(Path(d) / "big.db")
         batch = 50_000
