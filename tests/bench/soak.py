@@ -638,7 +638,7 @@ def main() -> int:
     figs = figures(summary)
     print_summary(summary, figs)
     path = write_results(figs)
-    print(f"written to {path.relative_to(ROOT)} under \"soak\" ({time.monotonic() - started:.0f} s in all)")
+    print(f"written to {path.relative_to(ROOT)} as soak_* entries ({time.monotonic() - started:.0f} s in all)")
     return 1 if summary["failures"] else 0
 
 
