@@ -577,7 +577,8 @@ def parse(text: str, filename: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
-        line = int(m.group(1)) if m else 1
+        # "(at end of document)" has no line: the last line of the file is where it went wrong
+        line = int(m.group(1)) if m else max(1, len(text.rstrip("\n").splitlines()))
         raise ConfigError([f"{filename}:{line}: toml: {msg}"]) from None
     probs = _Problems(filename, _locate(text))
     cfg = _build(Config, raw, "", probs)

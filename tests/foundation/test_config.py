@@ -146,6 +146,12 @@ def test_broken_toml_gives_parser_line_and_column() -> None:
     assert "column" in p
 
 
+def test_broken_toml_at_the_end_names_the_last_line() -> None:
+    text = BASE.rstrip("\n") + '\n[journal]\nretention_days = '
+    (p,) = problems(text)
+    assert p.startswith(f"t.toml:{len(text.splitlines())}: toml: ") and "end of document" in p
+
+
 def test_nested_array_tables_are_located() -> None:
     text = BASE + '\n[[notify.targets]]\nname = "duty"\nurl = "json://127.0.0.1:9/"\n\n' \
                   '[[notify.escalation]]\nname = "l1"\ntargets = ["nobody"]\n'
