@@ -246,6 +246,14 @@ def _ladder(state: ModemState, now: float, effects: list[Effect]) -> ModemState:
     if trouble is None:
         if not state.rung and state.trouble is None:
             return state
+        if state.phase in ("sim_missing", "pin_needed"):
+            # not recovered: the trouble is now one only a person can fix (its own modem.state event says so)
+            if state.rung:
+                effects.append(JournalEvent(
+                    "modem.recovery", f"modem: recovery stopped after {state.recovery_rung}: "
+                    f"{_describe(state.phase, state.reading)} needs a person", "warning",
+                    data={"rung": "stopped", "after": state.recovery_rung, "phase": state.phase}))
+            return replace(state, trouble=None, trouble_since=None, rung=0, rung_at=None, clear_since=None)
         clear_since = state.clear_since if state.clear_since is not None else now
         if now - clear_since < p.clear_after_s:
             return replace(state, clear_since=clear_since) if clear_since != state.clear_since else state

@@ -140,6 +140,20 @@ def test_sim_missing_is_not_laddered() -> None:
     assert s.rung == 0 and not any(isinstance(e, (PowerCycle, ResetRadio)) for e in eff)
 
 
+def test_sim_removed_during_the_ladder_stops_it_without_calling_it_recovered() -> None:
+    s = initial(POLICY)
+    s, _ = step(s, OK, 0.0)
+    s, _ = step(s, DataPath(False, "3/3 targets lost"), 1.0)
+    s, eff = step(s, OK, 11.0)
+    assert s.recovery_rung == "redial"
+    s, eff = step(s, replace(OK, sim="missing", registration=None, data_connected=False), 12.0)
+    kinds = [(e.kind, e.data.get("rung")) for e in journal(eff)]
+    assert ("modem.recovery", "stopped") in kinds and "modem.recovered" not in [k for k, _ in kinds]
+    assert s.rung == 0 and s.phase == "sim_missing"
+    s, eff = run_ladder(s, replace(OK, sim="missing", registration=None, data_connected=False), until=500, dt=50)
+    assert not [e for e in journal(eff) if e.kind.startswith("modem.recover")]  # said once
+
+
 def test_long_registration_loss_is_trouble() -> None:
     s = initial(POLICY)
     s, eff = run_ladder(s, replace(OK, registration="searching", data_connected=None), until=75)
