@@ -8,6 +8,7 @@ a bare Python interpreter measured here, so the ratio says what the daemon adds.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 from gateway import config
-from tests.bench.labrun import Lab, proc_cpu_s, proc_rss_kb, snapshot, wait_for
+from tests.bench.labrun import Lab, gateway, proc_cpu_s, proc_rss_kb, snapshot, wait_for
 
 IDLE_S = float(os.environ.get("BENCH_IDLE_S", "60"))
 
@@ -40,11 +41,34 @@ def _journal_bytes(path: Path) -> int:
         con.close()
 
 
+# The lab config polls faster than the box does, so fault tests play out in seconds; the goal is at the
+# default rates, so those keys go back to their defaults (gateway/config.py) for this measurement.
+LAB_FAST = {("ups", "poll_interval_s"), ("modem", "poll_interval_s"), ("services", "interval_s")}
+
+
+def _default_rates(path: Path) -> None:
+    section, out = "", []
+    for line in path.read_text().splitlines():
+        head = re.match(r"^\[\[?([a-z_.]+)\]\]?", line)
+        if head:
+            section = head.group(1)
+        key = line.split("=", 1)[0].strip()
+        if (section, key) in LAB_FAST:
+            continue  # the default applies
+        out.append(line)
+    path.write_text("\n".join(out) + "\n")
+    cfg = config.load(path)
+    assert cfg.ups.poll_interval_s == 1.0 and cfg.modem.poll_interval_s == 10.0, "not the defaults"
+
+
 def run() -> dict[str, dict[str, object]]:
     if os.geteuid() != 0:
         raise RuntimeError("needs root: the lab uses network namespaces")
     out: dict[str, dict[str, object]] = {}
     with Lab() as lab:
+        _default_rates(Path(lab.status["config"]))
+        gateway("lab", "daemon", "stop")
+        gateway("lab", "daemon", "start")
         wait_for(lambda: snapshot(lab.web)["uplinks"], 60, "the uplinks reported")
         pid = lab.pid
         time.sleep(10)  # settle: the first probes, the modem dialling, the first samples
@@ -58,7 +82,7 @@ def run() -> dict[str, dict[str, object]]:
     out["daemon_rss_mb"] = {"value": round(rss_kb / 1024, 1), "unit": "MB", "baseline": round(base_rss / 1024, 1),
                             "goal": "<= 60 MB (baseline: bare python)"}
     out["daemon_idle_cpu_pct"] = {"value": round(100 * (c1 - c0) / elapsed, 2), "unit": "%", "baseline": None,
-                                  "goal": "<= 2 % of a core"}
+                                  "goal": "<= 2 % of a core (default poll rates)"}
     per_day = max(0, b1 - b0) * 86400 / elapsed
     out["journal_growth_mb_per_day"] = {"value": round(per_day / 1e6, 2), "unit": "MB/day", "baseline": None,
                                         "goal": "<= 5 MB/day"}
