@@ -85,16 +85,24 @@ class NutPeer:
         (conf / "nut.conf").write_text("MODE=standalone\n")
         (conf / "ups.conf").write_text(f"[ups]\n\tdriver = dummy-ups\n\tport = {self.dev}\n\tdesc = \"test\"\n"
                                        "\tpollinterval = 1\n")
-        (conf / "upsd.conf").write_text(f"LISTEN 127.0.0.1 {self.port}\nMAXAGE 5\n")
         (conf / "upsd.users").write_text(f"[{self.user}]\n\tpassword = {self.password}\n\tactions = SET FSD\n"
                                          "\tinstcmds = ALL\n")
         root = ["-u", "root"] if os.geteuid() == 0 else []
         self._start_driver(root)
-        self.upsd = subprocess.Popen([str(NUT_BIN / "upsd"), "-F", *root], env=self.env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_until(lambda: self.upsc().get("ups.status", "WAIT") != "WAIT" or self.upsd is None or self.upsd.poll() is not None,
-                   15, what="upsd serving the dump")
-        return self
+        for _attempt in range(3):
+            (conf / "upsd.conf").write_text(f"LISTEN 127.0.0.1 {self.port}\nMAXAGE 5\n")
+            self.upsd = subprocess.Popen([str(NUT_BIN / "upsd"), "-F", *root], env=self.env,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            upsd = self.upsd
+
+            def served(p: subprocess.Popen[bytes] = upsd) -> bool:
+                return p.poll() is not None or self.upsc().get("ups.status", "WAIT") != "WAIT"
+            wait_until(served, 15, what="upsd serving the dump")
+            if upsd.poll() is None:
+                return self
+            # our upsd is gone (the free port was taken meanwhile): whatever answered there is not ours
+            self.port = free_port()
+        raise RuntimeError("upsd would not start on a free loopback port")
 
     def _start_driver(self, root: list[str]) -> None:
         self.driver = subprocess.Popen([str(NUT_BIN / "dummy-ups"), "-a", "ups", "-F", *root], env=self.env,
