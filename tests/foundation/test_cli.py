@@ -92,27 +92,30 @@ def _lab_free_config(tmp_path: Path, listen: str) -> Path:
 def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, str]]:
     """The daemon in a namespace of its own (so it can touch no real route), its web socket passed in."""
     ns = f"ogt-{uuid.uuid4().hex[:8]}"
+    cfg = _lab_free_config(tmp_path, "127.0.0.1:8080")  # before the namespace: a bad config leaves nothing
     subprocess.run(["ip", "netns", "add", ns], check=True)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    cfg = _lab_free_config(tmp_path, "127.0.0.1:8080")
-    fd = sock.fileno()
+    proc: subprocess.Popen[bytes] | None = None
     log = open(tmp_path / "daemon.log", "wb")
-    # systemd's socket-activation protocol: the listening socket is fd 3 in the child (dup'ed there, since
-    # the parent's fd 3 may be in use), LISTEN_PID is the daemon's own pid (sh's, kept across the execs).
-    proc = subprocess.Popen(["sh", "-c", f'LISTEN_PID=$$ LISTEN_FDS=1 exec ip netns exec {ns} '
-                             f'{sys.executable} -m gateway run --config {cfg}'],
-                            close_fds=False, preexec_fn=lambda: os.dup2(fd, 3), stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": os.getcwd()})
-    sock.close()
     try:
-        wait_until(lambda: _get(url + "/healthz") is not None or proc.poll() is not None, 30, what="daemon ready")
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        fd = sock.fileno()
+        # systemd's socket-activation protocol: the listening socket is fd 3 in the child (dup'ed there, since
+        # the parent's fd 3 may be in use), LISTEN_PID is the daemon's own pid (sh's, kept across the execs).
+        proc = subprocess.Popen(["sh", "-c", f'LISTEN_PID=$$ LISTEN_FDS=1 exec ip netns exec {ns} '
+                                 f'{sys.executable} -m gateway run --config {cfg}'],
+                                close_fds=False, preexec_fn=lambda: os.dup2(fd, 3), stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        sock.close()
+        running = proc
+        wait_until(lambda: _get(url + "/healthz") is not None or running.poll() is not None, 30,
+                   what="daemon ready")
         assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
         yield proc, cfg, url
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
         log.close()
