@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -24,8 +25,20 @@ def wait_until(pred: Callable[[], T], timeout: float = 10.0, interval: float = 0
     return last
 
 
-@pytest.fixture
-def until() -> Callable[..., object]:
+async def until(pred: Callable[[], T], timeout: float = 10.0, what: str = "") -> T:
+    """Await a condition with a deadline (the event loop keeps running the service meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what or pred}")
+        await asyncio.sleep(0.02)  # a poll interval, not a wait for an outcome
+
+
+@pytest.fixture(name="until")
+def until_fixture() -> Callable[..., object]:
     return wait_until
 
 

@@ -198,7 +198,31 @@ def _drain_main(dev: Path, full_path: Path, tick_s: float) -> int:
 
 # ------------------------------------------------------------------------------------------ the peer
 
-class UpsPeer:
+class NutDirs:
+    """A private NUT instance's directories and environment (config, state and pid files under ``workdir``)."""
+
+    workdir: Path
+
+    @property
+    def conf(self) -> Path:
+        return self.workdir / "conf"
+
+    @property
+    def state(self) -> Path:
+        return self.workdir / "state"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "NUT_CONFPATH": str(self.conf), "NUT_STATEPATH": str(self.state),
+                "NUT_ALTPIDPATH": str(self.state)}
+
+    @staticmethod
+    def _as_root() -> list[str]:
+        """NUT's daemons drop to user nut unless told to stay root (the lab's private dirs are root's)."""
+        return ["-u", "root"] if os.geteuid() == 0 else []
+
+
+class UpsPeer(NutDirs):
     """NUT upsd + dummy-ups in ``workdir``; ``name@host:port``, user ``gateway`` with SET and FSD rights."""
 
     name = "ups"
@@ -217,25 +241,12 @@ class UpsPeer:
 
     # paths
     @property
-    def conf(self) -> Path:
-        return self.workdir / "conf"
-
-    @property
-    def state(self) -> Path:
-        return self.workdir / "state"
-
-    @property
     def dev(self) -> Path:
         return self.conf / "ups.dev"
 
     @property
     def full(self) -> Path:
         return self.workdir / "full.dev"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "NUT_CONFPATH": str(self.conf), "NUT_STATEPATH": str(self.state),
-                "NUT_ALTPIDPATH": str(self.state)}
 
     @property
     def address(self) -> str:
@@ -309,11 +320,6 @@ class UpsPeer:
                 raise UpsPeerError(f"upsd did not serve the UPS within {START_TIMEOUT_S:g} s; "
                                    f"see {self.workdir}/upsd.log")
             time.sleep(0.05)  # poll interval while upsd and the driver start
-
-    @staticmethod
-    def _as_root() -> list[str]:
-        # NUT drops to the nut user by default; the private dirs belong to root, so it stays root here
-        return ["-u", "root"] if os.geteuid() == 0 else []
 
     def _start_driver(self) -> None:
         with open(self.workdir / "driver.log", "ab") as log:

@@ -21,12 +21,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.lab.ups import NUT_BIN, UPSD, UpsPeerError, alive, free_port, kill_pid
+from gateway.lab.ups import NUT_BIN, UPSD, NutDirs, UpsPeerError, alive, free_port, kill_pid
 
 SERVE_TIMEOUT_S = 30.0
 
 
-class UpsFarm:
+class UpsFarm(NutDirs):
     user = "gateway"
     password = "gateway-farm"
 
@@ -38,22 +38,6 @@ class UpsFarm:
         self.upsd: int | None = None
         self.dumps: dict[str, Path] = {}
 
-    @property
-    def conf(self) -> Path:
-        return self.workdir / "conf"
-
-    @property
-    def state(self) -> Path:
-        return self.workdir / "state"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "NUT_CONFPATH": str(self.conf), "NUT_STATEPATH": str(self.state),
-                "NUT_ALTPIDPATH": str(self.state)}
-
-    @staticmethod
-    def _as_root() -> list[str]:
-        return ["-u", "root"] if os.geteuid() == 0 else []
 
     def load(self, dumps: Sequence[Path]) -> dict[str, Path]:
         """Serve these dumps (replacing the previous batch); returns {ups name: dump}."""

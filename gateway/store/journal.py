@@ -17,6 +17,7 @@ import logging
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -142,11 +143,13 @@ def _row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return out
 
 
-class _Base:
+class _Base(ABC):
+    """The queries the writer and the readers share; each says how it holds its connection."""
+
     path: Path
 
-    def _conn(self) -> sqlite3.Connection:
-        raise NotImplementedError
+    @abstractmethod
+    def _conn(self) -> sqlite3.Connection: ...
 
     def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         try:

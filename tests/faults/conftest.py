@@ -110,6 +110,26 @@ class Office:
         return int(evs[-1]["id"]) if evs else 0
 
 
+def transition_chain(evs: list[dict[str, Any]]) -> list[str]:
+    """The states a run of state events walks through (the first one's ``from``, then each ``to``), checked
+    to be one event per transition: each starts where the one before ended and changes something."""
+    chain: list[str] = []
+    for e in evs:
+        d = e["data"]
+        assert d["from"] != d["to"], f"a state event that is no transition: {e['message']}"
+        if chain:
+            assert d["from"] == chain[-1], f"journaled twice or skipped: {[x['message'] for x in evs]}"
+        else:
+            chain.append(d["from"])
+        chain.append(d["to"])
+    return chain
+
+
+def still_the_same_daemon(office: Office, pid: int) -> None:
+    os.kill(pid, 0)  # raises if it died
+    assert office.pid == pid, "the daemon restarted"
+
+
 @pytest.fixture(scope="module")
 def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
     if os.geteuid() != 0:
@@ -125,4 +145,4 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
         run.gw("lab", "down")
 
 
-__all__ = ["Office", "office", "needs_root"]
+__all__ = ["Office", "office", "needs_root", "still_the_same_daemon", "transition_chain"]

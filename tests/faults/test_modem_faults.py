@@ -9,14 +9,13 @@ then 1.5/3/6 s between rungs, trouble over after 2 s), so the hang's whole ladde
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.lab import modem_emu
-from tests.faults.conftest import Office, needs_root
+from tests.faults.conftest import Office, needs_root, still_the_same_daemon, transition_chain
 
 pytestmark = needs_root
 
@@ -48,19 +47,8 @@ def settle(office: Office) -> tuple[int, int]:
 
 
 def state_chain(office: Office, since: int) -> list[str]:
-    """The modem's states journaled after ``since``, checked to be one event per transition: each event
-    starts where the one before ended and changes something."""
-    evs = office.events("modem.state", since)
-    chain: list[str] = []
-    for e in evs:
-        d = e["data"]
-        assert d["from"] != d["to"], f"a modem.state event that is no transition: {e['message']}"
-        if chain:
-            assert d["from"] == chain[-1], f"transition journaled twice or skipped: {[x['message'] for x in evs]}"
-        else:
-            chain.append(d["from"])
-        chain.append(d["to"])
-    return chain
+    """The modem's states journaled after ``since``, one event per transition."""
+    return transition_chain(office.events("modem.state", since))
 
 
 def emulator(office: Office) -> dict[str, Any]:
@@ -71,11 +59,6 @@ def lte_uplink(office: Office) -> dict[str, Any]:
     snap = office.snapshot()
     assert snap is not None
     return next(u for u in snap["uplinks"] if u["name"] == "lte")
-
-
-def still_the_same_daemon(office: Office, pid: int) -> None:
-    os.kill(pid, 0)  # raises if it died
-    assert office.pid == pid, "the daemon restarted"
 
 
 def test_unplugged_modem_is_absent_and_is_reopened_when_plugged_back(office: Office) -> None:

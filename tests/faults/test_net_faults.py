@@ -9,13 +9,12 @@ the fault ends.  The lab config's failback hold is 5 s (the box: 60 s).
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import urllib.request
 from typing import Any
 
-from tests.faults.conftest import Office, needs_root
+from tests.faults.conftest import Office, needs_root, still_the_same_daemon, transition_chain
 
 pytestmark = needs_root
 
@@ -59,23 +58,8 @@ def journaled_up(office: Office) -> bool:
 
 
 def transitions(office: Office, name: str, since: int) -> list[str]:
-    """``name``'s health journaled after ``since``, checked to be one event per transition."""
-    evs = [e for e in office.events("uplink.state", since) if e["data"]["uplink"] == name]
-    chain: list[str] = []
-    for e in evs:
-        d = e["data"]
-        assert d["from"] != d["to"], f"an uplink.state event that is no transition: {e['message']}"
-        if chain:
-            assert d["from"] == chain[-1], f"journaled twice or skipped: {[x['message'] for x in evs]}"
-        else:
-            chain.append(d["from"])
-        chain.append(d["to"])
-    return chain[1:]
-
-
-def still_the_same_daemon(office: Office, pid: int) -> None:
-    os.kill(pid, 0)  # raises if it died
-    assert office.pid == pid, "the daemon restarted"
+    """``name``'s health journaled after ``since``, one event per transition."""
+    return transition_chain([e for e in office.events("uplink.state", since) if e["data"]["uplink"] == name])[1:]
 
 
 def test_wired_link_flapping_ten_times_a_second_does_not_thrash_the_route(office: Office) -> None:

@@ -15,7 +15,7 @@ from gateway.drivers.modem_fake import HEALTHY, FakeModemDriver
 from gateway.runtime.modem import BUDGET_KEY, ModemService
 from gateway.runtime.service import Context
 from gateway.store import Journal
-from tests.conftest import wait_until
+from tests.conftest import until, wait_until
 from tests.modem.conftest import Emu
 
 CFG = """
@@ -259,11 +259,7 @@ def test_service_loop_and_snapshot_against_the_emulator(tmp_path: Path, emu: Emu
 
     async def main() -> dict[str, Any]:
         await svc.start()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while svc.snapshot()["modem"]["state"] != "connected":
-            assert loop.time() < deadline, svc.snapshot()
-            await asyncio.sleep(0.05)  # poll interval
+        await until(lambda: svc.snapshot()["modem"]["state"] == "connected", 10, "the modem connected")
         snap = svc.snapshot()["modem"]
         metrics = {m[0]: m[3] for m in svc.metrics()}
         assert metrics["gateway_modem_signal_dbm"] == -85.0 and metrics["gateway_modem_present"] == 1.0
@@ -293,12 +289,10 @@ def test_modem_faults_never_crash_the_service(tmp_path: Path) -> None:
 
     async def main() -> None:
         await svc.start()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while calls < 3:  # the loop survives the failure and polls again (woken, not waited for)
-            assert loop.time() < deadline
+        def polled_again() -> bool:  # the loop survives the failure and polls again (woken, not waited for)
             svc._wake.set()
-            await asyncio.sleep(0.01)  # poll interval
+            return calls >= 3
+        await until(polled_again, 10, "three polls")
         assert not svc._tasks[0].done()
         await svc.stop()
 
@@ -322,11 +316,8 @@ def test_stop_returns_when_a_wake_up_races_the_cancel(tmp_path: Path) -> None:
 
     async def main() -> None:
         await svc.start()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not svc._wake._waiters:  # type: ignore[attr-defined]  # the loop is parked on the event
-            assert loop.time() < deadline, "the poll loop never waited for its wake event"
-            await asyncio.sleep(0.01)  # poll interval
+        await until(lambda: svc._wake._waiters, 10,  # type: ignore[attr-defined]  # parked on the event
+                    "the poll loop waiting for its wake event")
         assert "read" in fake.calls
         svc._wake.set()  # the wake-up and the cancel arrive together
         # a deadline, not a timing: stop() swallows the deadline's own cancel, so ask the context manager

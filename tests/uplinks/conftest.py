@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from gateway.lab.net import Topology
 from gateway.runtime.service import Context
 from gateway.runtime.uplinks import UplinkService
 from gateway.store import Journal
+from tests.conftest import until  # noqa: F401  (the uplink tests import it from here)
 
 _seq = [0]
 
@@ -43,17 +42,6 @@ def make_service(topo: Topology, tmp: Path, hold_s: float = 1.0, **kw: Any) -> t
     ctx = Context(config=cfg, journal=Journal(tmp / "journal.db"), netns=topo.ns["gw"])
     return UplinkService(ctx, **kw), ctx
 
-
-async def until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Await a condition with a deadline (the event loop keeps running the service meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what or pred}")
-        await asyncio.sleep(0.02)  # a poll interval, not a wait for an outcome
 
 
 def uplink(svc: UplinkService, name: str) -> dict[str, Any]:
