@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the lab and the tests need (real peers: NUT, nftables, namespaces, Chromium, systemd tools)
-DEB_PKGS := nut-server nut-client nftables iproute2 chromium procps kmod udev systemd snmp libfaketime
+DEB_PKGS := nut-server nut-client nftables iproute2 chromium procps kmod udev systemd snmp libfaketime wrk
 PYTEST_ARGS ?=
 
 .PHONY: run test test-full lint bench soak deps venv image-check image clean help

@@ -51,9 +51,11 @@ def create_app(backend: Backend) -> Flask:
     metrics: WebMetrics = app.config["METRICS"]
 
     from web import api, pages
+    from web.fastpath import StatusFastPath
 
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    app.wsgi_app = StatusFastPath(app)  # type: ignore[method-assign]
 
     # ---------------------------------------------------------------------------------- filters
     def local(ts: Any, fmt: str = "%H:%M") -> str:

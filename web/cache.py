@@ -56,6 +56,11 @@ class RenderCache:
                     self._entries[key] = (started, value)
             return value  # type: ignore[no-any-return]
 
+    def peek(self, key: Hashable, ttl_s: float) -> Any:
+        """The value for ``key`` if built less than ``ttl_s`` ago, else None; never builds."""
+        with self._lock:
+            return self._fresh(key, ttl_s)[1]
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

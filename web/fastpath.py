@@ -1,0 +1,124 @@
+"""The hot read served without Flask: an anonymous ``GET /api/v1/status`` from the LAN.
+
+Fifty scripts and pages polling the status at once spend most of each request in Flask itself (request
+context, routing, the access and header hooks, a Response object), not in the status: the render is already
+shared (web/cache.py).  This WSGI layer sits in front of Flask and answers that one request from the response
+Flask itself produced for the same render — byte for byte the same status line, headers and body — so the
+route, its access rule and its headers stay the one definition.
+
+A request takes the fast path only when nothing about it can change the answer:
+
+- ``GET`` of exactly ``/api/v1/status``, no query string, no ``Authorization`` and no ``Cookie`` (a bearer
+  token or a session goes through Flask, which checks it), from an address the read rule lets in without a
+  login (``[web] read_only = "lan"`` and a LAN address);
+- either no ``If-None-Match``, or exactly the ETag the stored answer carries (then the stored 304 answers).
+
+Anything else, and every request while no answer for the current render is stored, goes through Flask; the
+answer it gives is stored when it is for the render the shared cache now holds (a render that was replaced
+meanwhile is not stored).  An action clears the shared cache and so every stored answer with it.  The
+request still counts in ``/metrics`` under the route's name.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from web.auth import is_lan
+
+PATH = "/api/v1/status"
+ENDPOINT = "api.status"
+_Answer = tuple[str, list[tuple[str, str]], bytes]
+
+
+class StatusFastPath:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.wsgi: Callable[..., Iterable[bytes]] = app.wsgi_app
+        self.hits = 0  # answers given here (tests and the bench)
+        self._lock = threading.Lock()
+        self._render: Any = None  # the shared cache's value the stored answers were made from
+        self._answers: dict[str, _Answer] = {}  # "full" (200) and, by the ETag sent, "304"
+        self._lan: dict[str, bool] = {}
+
+    def _open_to(self, addr: str) -> bool:
+        if self.app.config["BACKEND"].config.web.read_only != "lan":
+            return False
+        ok = self._lan.get(addr)
+        if ok is None:
+            ok = is_lan(addr)
+            if len(self._lan) > 1024:
+                self._lan.clear()
+            self._lan[addr] = ok
+        return ok
+
+    def _eligible(self, environ: dict[str, Any]) -> bool:
+        return (environ.get("PATH_INFO") == PATH and environ.get("REQUEST_METHOD") == "GET"
+                and not environ.get("QUERY_STRING") and not environ.get("SCRIPT_NAME")
+                and "HTTP_AUTHORIZATION" not in environ and "HTTP_COOKIE" not in environ
+                and self.app.config["STATUS_CACHE_S"] > 0 and self._open_to(environ.get("REMOTE_ADDR") or ""))
+
+    def _current(self) -> Any:
+        return self.app.config["RENDER_CACHE"].peek("status", self.app.config["STATUS_CACHE_S"])
+
+    def _stored(self, environ: dict[str, Any]) -> _Answer | None:
+        render = self._current()
+        with self._lock:
+            if render is None or render is not self._render:
+                return None
+            inm = environ.get("HTTP_IF_NONE_MATCH")
+            if inm is None:
+                return self._answers.get("full")
+            hit = self._answers.get("304")
+            return hit if hit is not None and _etag(hit[1]) == inm else None
+
+    def _keep(self, environ: dict[str, Any], answer: _Answer) -> None:
+        status, headers, _ = answer
+        render = self._current()
+        if render is None or _etag(headers) != f'W/"{render[0]}"':
+            return  # made from a render the cache no longer holds
+        variant = "full" if status.startswith("200") and "HTTP_IF_NONE_MATCH" not in environ else (
+            "304" if status.startswith("304") else None)
+        if variant is None:
+            return
+        with self._lock:
+            if render is not self._render:
+                self._render, self._answers = render, {}
+            self._answers[variant] = answer
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not self._eligible(environ):
+            return self.wsgi(environ, start_response)
+        started = time.perf_counter()
+        hit = self._stored(environ)
+        if hit is not None:
+            status, headers, body = hit
+            start_response(status, headers)
+            self.hits += 1
+            self.app.config["METRICS"].observe("GET", ENDPOINT, int(status[:3]), time.perf_counter() - started)
+            return [body]
+        seen: list[Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen[:] = [status, list(headers)]
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        chunks = self.wsgi(environ, capture)
+        try:
+            body = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        if seen:
+            self._keep(environ, (seen[0], seen[1], body))
+        return [body]
+
+
+def _etag(headers: list[tuple[str, str]]) -> str | None:
+    for k, v in headers:
+        if k.lower() == "etag":
+            return v
+    return None
