@@ -207,10 +207,11 @@ class SnmpSim:
 
     v3_user, v3_auth, v3_priv = "gateway", "gatewayauth", "gatewaypriv"
 
-    def __init__(self, port: int | None = None, tplink_ports: int = 8) -> None:
+    def __init__(self, port: int | None = None, tplink_ports: int = 8, more_argv: tuple[str, ...] = ()) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port(socket.SOCK_DGRAM)
         self.tplink_ports = tplink_ports
+        self.more_argv = more_argv  # e.g. more --v3-user=... groups
         self.dir = Path(tempfile.mkdtemp(prefix="og-snmp-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -233,7 +234,8 @@ class SnmpSim:
         argv = [sys.executable, "-c", _LAUNCH, f"--data-dir={data}", f"--cache-dir={cache}",
                 f"--agent-udpv4-endpoint={self.host}:{self.port}",
                 f"--v3-user={self.v3_user}", f"--v3-auth-key={self.v3_auth}", "--v3-auth-proto=SHA",
-                f"--v3-priv-key={self.v3_priv}", "--v3-priv-proto=AES", "--logging-method=stderr", "--log-level=error"]
+                f"--v3-priv-key={self.v3_priv}", "--v3-priv-proto=AES", "--logging-method=stderr", "--log-level=error",
+                *self.more_argv]
         if os.geteuid() == 0:
             argv += ["--process-user=nobody", "--process-group=nogroup"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(self.dir / "log", "wb"),
