@@ -15,6 +15,10 @@ every namespace, link, process id and file the lab made, so ``down`` removes exa
 - a webhook sink in ``{p}inet`` for notifications (:mod:`gateway.lab.sink`);
 - ``gateway.toml`` for the daemon, its state dir, and the daemon itself (``daemon start``), which runs in
   ``{p}gw`` with its web socket made on the host's 127.0.0.1 and passed in (systemd's LISTEN_FDS).
+
+Run by a normal user, every command runs inside the lab's own user and mount namespaces instead
+(:mod:`gateway.lab.userns`): the lab dir is then under ``$XDG_RUNTIME_DIR`` (or /tmp), there is no management
+link to the host but relays on the management address inside ``{p}gw``, and ``down`` ends the namespaces too.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import fcntl
+import io
 import ipaddress
 import itertools
 import json
@@ -41,9 +46,11 @@ from typing import Any
 from gateway.core.errors import DeviceRefused, GatewayError
 from gateway.lab import modem_emu
 from gateway.lab.net import LabNetError, Topology
+from gateway.lab.relay import RelayPeer
 from gateway.lab.snmp import CISCO, TPLINK, SnmpPeer, SnmpPeerError
 from gateway.lab.snmp_front import FrontPeer
 from gateway.lab.ups import DEFAULT_DUMP, UpsPeer, UpsPeerError, alive, kill_pid
+from gateway.lab.userns import INNER_ENV, rootless
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,7 +168,7 @@ class Lab:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)
         self.info.update(prefix=self.prefix, netns=dict(self.topo.ns), ups_dump=str(dump),
-                         created=self.info.get("created") or time.time())
+                         created=self.info.get("created") or time.time(), rootless=rootless())
         self.save()
         self.topo.create()
         self._mgmt_up()
@@ -176,6 +183,9 @@ class Lab:
         return self.status()
 
     def _mgmt_up(self) -> None:
+        if rootless():
+            self._mgmt_up_rootless()
+            return
         gw_ns = self.topo.ns["gw"]
         have_host = _run(["ip", "link", "show", self.host_mgmt_if], check=False).returncode == 0
         have_gw = _run(["ip", "-n", gw_ns, "link", "show", GW_MGMT_IF], check=False).returncode == 0
@@ -201,15 +211,53 @@ class Lab:
             "table inet lab_mgmt {\n  chain guard {\n    type filter hook forward priority filter - 10; policy accept;\n"
             f'    iifname "{GW_MGMT_IF}" drop\n    oifname "{GW_MGMT_IF}" drop\n  }}\n}}\n'))
 
+    def _mgmt_up_rootless(self) -> None:
+        """No link to the host can be made from a user namespace: the management address lives on ``lo`` in
+        ``{p}gw``, where relays listen and pass traffic on to the peers on the host's 127.0.0.1; only the
+        gateway itself reaches it (nothing arriving on another interface)."""
+        gw_ns = self.topo.ns["gw"]
+        old = (self.info.get("mgmt") or {}).get("host")
+        if old and f" {old}/32 " in _run(["ip", "-n", gw_ns, "-4", "-o", "addr", "show", "dev", "lo"],
+                                         check=False).stdout:
+            return
+        host, _ = _free_mgmt_pair(old)
+        self.info["mgmt"] = {"host": host, "gw": host, "host_if": None, "gw_if": "lo", "relayed": True}
+        self.save()
+        _run(["ip", "-n", gw_ns, "addr", "add", f"{host}/32", "dev", "lo"])
+        _run(["ip", "netns", "exec", gw_ns, "nft", "-f", "-"], input_text=(
+            "table inet lab_mgmt {\n  chain guard {\n    type filter hook input priority filter - 10; policy accept;\n"
+            f'    ip daddr {host} iifname != "lo" drop\n  }}\n}}\n'))
+
+    def _ups_relay_up(self, ups_port: int) -> None:
+        """A rootless lab's way from ``{p}gw`` to upsd: a relay on the management address, same port."""
+        workdir = self.dir / "ups-relay"
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            relay = RelayPeer.attach(workdir)
+            if relay.running() and relay.listen == f"{self.info['mgmt']['host']}:{ups_port}":
+                return
+            relay.stop()
+        RelayPeer(workdir, self.topo.ns["gw"], f"{self.info['mgmt']['host']}:{ups_port}",
+                  f"127.0.0.1:{ups_port}").start()
+
+    def _stop_ups_relay(self) -> bool:
+        try:
+            relay = RelayPeer.attach(self.dir / "ups-relay")
+        except (OSError, ValueError, KeyError):
+            return False
+        relay.stop()
+        return True
+
     def _peers_up(self, dump: Path) -> None:
         mgmt = self.info["mgmt"]["host"]
+        relayed = bool(self.info["mgmt"].get("relayed"))
         jobs: dict[str, Any] = {}
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             # a peer that died comes back on its old port, so a running daemon's config stays right
             if not self._ups_running():
                 port = self._old_port(self.dir / "ups")
                 self._stop_ups()
-                jobs["ups"] = pool.submit(UpsPeer(self.dir / "ups", dump, port, extra_listen=[mgmt]).start)
+                extra = [] if relayed else [mgmt]  # rootless: upsd on 127.0.0.1 only, a relay in {p}gw
+                jobs["ups"] = pool.submit(UpsPeer(self.dir / "ups", dump, port, extra_listen=extra).start)
             for name, data in (("core", CISCO), ("tplink", TPLINK)):
                 if not self._switch_running(name):
                     port = self._old_port(self.dir / f"snmp-{name}")
@@ -225,13 +273,16 @@ class Lab:
                     errors.append(f"{name}: {exc}")
         if errors:
             raise RuntimeError("; ".join(errors))
+        if relayed:
+            self._ups_relay_up(self.ups().port)
         for name in ("core", "tplink"):
             sw = self.switch(name)
             if mgmt in sw.extra_listen:
                 continue  # a switch started before fronts existed serves the management address itself
             if not self._front_running(name):
                 self._stop_front(name)
-                FrontPeer(self.dir / f"front-{name}", [f"{mgmt}:{sw.port}"], f"127.0.0.1:{sw.port}").start()
+                FrontPeer(self.dir / f"front-{name}", [f"{mgmt}:{sw.port}"], f"127.0.0.1:{sw.port}",
+                          netns=self.topo.ns["gw"] if relayed else None).start()
 
     @staticmethod
     def _old_port(workdir: Path) -> int | None:
@@ -691,6 +742,8 @@ close_hold_s = 30.0
         if (self.dir / "modem.pid").exists():
             modem_emu.stop(self.dir)
             done.append("modem emulator")
+        if self._stop_ups_relay():
+            done.append("UPS relay")
         if (self.dir / "ups" / "peer.json").exists():
             self._stop_ups()
             done.append("NUT")
@@ -897,6 +950,22 @@ def run_lab(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_USAGE
     cmd = args.lab_cmd
+    if os.geteuid() != 0 and not os.environ.get(INNER_ENV):
+        # a normal user: the lab lives in user namespaces of its own (gateway.lab.userns)
+        argv = _own_argv(args)
+        if argv is None:
+            _err("without root the lab command must come from the command line (gateway lab ...)")
+            return EXIT_USAGE
+        from gateway.lab.userns import run_outside
+
+        try:
+            return run_outside(cmd, lab.prefix, argv)
+        except OSError as exc:
+            _err(str(exc))
+            return EXIT_FAIL
+        except RuntimeError as exc:
+            _err(str(exc))
+            return EXIT_FAIL
     try:
         if cmd == "up":
             existed = lab.exists()
@@ -969,6 +1038,20 @@ def run_lab(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
+def _own_argv(args: argparse.Namespace) -> list[str] | None:
+    """This process's ``gateway`` command line, if it is the one ``args`` came from (to run it again inside
+    the lab's namespaces); None when ``args`` were made some other way."""
+    from gateway.cli import build_parser
+
+    argv = sys.argv[1:]
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            again = build_parser().parse_args(argv)
+    except SystemExit:
+        return None
+    return argv if vars(again) == vars(args) else None
+
+
 def _panel(lab: Lab, args: argparse.Namespace) -> int:
     try:
         from gateway.lab import panel_client
@@ -1014,7 +1097,10 @@ def _describe(st: dict[str, Any]) -> str:
               f"DNS {st['inet'].get('dns')}, notifications {st['inet']['notify_sink']}",
               f"  office PC    {st['lan']['pc']} (ip netns exec {st['netns']['lan']} ...)"
               + (f", the page there: {st['lan']['page']}" if st["lan"].get("page") else "")]
-    if st.get("mgmt"):
+    if st.get("mgmt") and st["mgmt"].get("relayed"):
+        lines.append(f"  management   {st['mgmt']['host']} in {st['netns']['gw']}, relayed to the peers on the host's "
+                     "127.0.0.1 (a rootless lab: user namespaces)")
+    elif st.get("mgmt"):
         lines.append(f"  management   host {st['mgmt']['host']} <-> gateway {st['mgmt']['gw']}")
     if st.get("daemon"):
         lines.append(f"  daemon       pid {st['daemon']['pid']}")

@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -53,6 +54,7 @@ CRM_NAME = "crm.office.example"
 FAULT_TABLE = "lab_fault"
 DNS_FAULT_TABLE = "lab_dns_fault"
 NAT_TABLE = "lab_nat"
+CLONE_NEWNET = 0x40000000
 
 
 class LabNetError(RuntimeError):
@@ -64,6 +66,63 @@ def _run(argv: list[str], input_text: str | None = None, check: bool = True) -> 
     if check and proc.returncode != 0:
         raise LabNetError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc
+
+
+def add_netns(name: str) -> None:
+    """A new named network namespace, like ``ip netns add``.  In a rootless lab (see
+    :mod:`gateway.lab.userns`) ``ip netns add`` cannot work (it switches back to the host's namespace,
+    which the lab's user namespace does not own), so there the namespace is made by ``unshare`` and
+    bound to its ``/run/netns`` file, which is all ``ip netns add`` does besides."""
+    from gateway.lab.userns import rootless
+
+    if not rootless():
+        _run(["ip", "netns", "add", name])
+        return
+    path = Path("/run/netns") / name
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o444)
+    except FileExistsError:
+        raise LabNetError(f"network namespace {name} already exists") from None
+    os.close(fd)
+    proc = _run(["unshare", f"--net={path}", "true"], check=False)
+    if proc.returncode != 0:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise LabNetError(f"unshare --net={path}: {proc.stderr.strip()}")
+
+
+def socket_in_netns(netns: str, host: str, port: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """A socket bound to ``host``:``port`` inside ``netns`` (listening, for TCP), made by a short-lived thread
+    that enters the namespace; it stays there while this process uses it from its own namespace."""
+    import ctypes
+
+    result: list[socket.socket | OSError] = []
+
+    def work() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {netns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            s = socket.socket(socket.AF_INET, kind)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+            if kind == socket.SOCK_STREAM:
+                s.listen(64)
+            result.append(s)
+        except OSError as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=work, name="netns-socket")  # the thread ends, taking its namespace with it
+    t.start()
+    t.join()
+    if isinstance(result[0], OSError):
+        raise result[0]
+    return result[0]
 
 
 class Topology:
@@ -118,7 +177,7 @@ class Topology:
 
     def _build(self) -> None:
         for name in self.ns.values():
-            _run(["ip", "netns", "add", name])
+            add_netns(name)
         for role in ROLES:
             self._ip(role, "link", "set", "lo", "up")
         # links
@@ -150,8 +209,11 @@ class Topology:
         self._ip("gw", "route", "replace", "default", "via", WIRED_GW_ADDR, "dev", GW_WIRED_IF, "metric", "100")
         for role in ("gw", "isp", "lte"):
             self._sysctl(role, "net.ipv4.ip_forward", "1")
-        # like systemd's default on the box: unprivileged ICMP echo sockets for everyone
-        self._sysctl("gw", "net.ipv4.ping_group_range", "0 2147483647")
+        # like systemd's default on the box: unprivileged ICMP echo sockets for everyone (in a rootless lab
+        # only gid 0 exists, and the kernel takes no range beyond the groups the namespace has)
+        from gateway.lab.userns import rootless
+
+        self._sysctl("gw", "net.ipv4.ping_group_range", "0 0" if rootless() else "0 2147483647")
         # replies for an uplink's address arrive on that uplink even while the other one is the default
         self._sysctl("gw", "net.ipv4.conf.all.rp_filter", "2")
         self._sysctl("gw", "net.ipv4.conf.default.rp_filter", "2")

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.lab.ups import alive, kill_pid
+from gateway.lab.userns import rootless, unprivileged
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CISCO = SHARED / "snmp" / "cisco-catalyst-3750-48ps.snmprec"
@@ -137,7 +138,9 @@ class SnmpPeer:
     def start(self) -> SnmpPeer:
         if not self.data_file.is_file():
             raise SnmpPeerError(f"no such SNMP data file: {self.data_file}")
-        user = ensure_lab_user()
+        # in a rootless lab (gateway.lab.userns) no other user exists: snmpsim runs as the real user instead,
+        # in a nested user namespace where it is not root (unprivileged() below)
+        user = None if rootless() else ensure_lab_user()
         self.workdir.mkdir(parents=True, exist_ok=True)
         # the data lives where the lab user can reach it (the workdir's parents may be private to root)
         self.rundir = Path(tempfile.mkdtemp(prefix="og-snmpsim-"))
@@ -150,7 +153,8 @@ class SnmpPeer:
         for name in (self.read_community, self.community):
             (data / f"{name}.snmprec").write_text(text)
         for p in (data, cache, *data.iterdir()):
-            os.chown(p, user.pw_uid, user.pw_gid)
+            if user is not None:
+                os.chown(p, user.pw_uid, user.pw_gid)
         site = [p for p in sys.path if p.endswith("site-packages")]
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(cache), "PYTHONPATH": os.pathsep.join(site),
                "PYTHONDONTWRITEBYTECODE": "1"}
@@ -159,8 +163,9 @@ class SnmpPeer:
                 f"--v3-user={self.v3_user}", f"--v3-auth-key={self.v3_auth}", "--v3-auth-proto=SHA",
                 f"--v3-priv-key={self.v3_priv}", "--v3-priv-proto=AES",
                 "--logging-method=stderr", f"--log-level={os.environ.get('GATEWAY_LAB_SNMP_LOG', 'error')}"]
+        argv = unprivileged(argv)
         as_user: dict[str, object] = {}
-        if os.geteuid() == 0:
+        if user is not None and os.geteuid() == 0:
             as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         with open(self.workdir / "snmpsim.log", "ab") as log:
             proc = subprocess.Popen(argv, env=env, cwd=str(self.workdir), stdin=subprocess.DEVNULL, stdout=log,

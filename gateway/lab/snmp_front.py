@@ -22,12 +22,14 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, cast
 
+from gateway.lab.net import socket_in_netns
 from gateway.lab.ups import alive, kill_pid
 
 SERVED_COMMUNITY = b"private"  # what snmpsim serves (and writes) under
@@ -182,7 +184,8 @@ def _hostport(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def serve(listen: list[tuple[str, int]], target: tuple[str, int], control: Path) -> None:
+async def serve(listen: list[tuple[str, int]], target: tuple[str, int], control: Path,
+                netns: str | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -190,7 +193,11 @@ async def serve(listen: list[tuple[str, int]], target: tuple[str, int], control:
     settings = Settings(control)
     fronts = []
     for addr in listen:
-        transport, front = await loop.create_datagram_endpoint(lambda: Front(target, settings), local_addr=addr)
+        if netns:  # the listening side inside the gateway's namespace (a rootless lab: gateway.lab.userns)
+            sock = socket_in_netns(netns, *addr, kind=socket.SOCK_DGRAM)
+            transport, front = await loop.create_datagram_endpoint(lambda: Front(target, settings), sock=sock)
+        else:
+            transport, front = await loop.create_datagram_endpoint(lambda: Front(target, settings), local_addr=addr)
         fronts.append((transport, front))
     print("ready", flush=True)
     while not stop.is_set():
@@ -207,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listen", action="append", required=True, help="HOST:PORT (repeatable)")
     ap.add_argument("--to", required=True, help="snmpsim's HOST:PORT")
     ap.add_argument("--control", required=True, type=Path)
+    ap.add_argument("--netns", help="listen inside this network namespace (--to stays in the relay's own)")
     args = ap.parse_args(argv)
     try:
-        asyncio.run(serve([_hostport(x) for x in args.listen], _hostport(args.to), args.control))
+        asyncio.run(serve([_hostport(x) for x in args.listen], _hostport(args.to), args.control, args.netns))
     except OSError as exc:
         print(f"snmp_front: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -219,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
 class FrontPeer:
     """The relay process for one switch, in ``workdir`` (``peer.json``, ``control.json``, ``front.log``)."""
 
-    def __init__(self, workdir: Path | str, listen: list[str], target: str) -> None:
+    def __init__(self, workdir: Path | str, listen: list[str], target: str, netns: str | None = None) -> None:
         self.workdir = Path(workdir)
-        self.listen, self.target = list(listen), target
+        self.listen, self.target, self.netns = list(listen), target, netns
         self.pid: int | None = None
 
     @property
@@ -231,7 +239,7 @@ class FrontPeer:
     @classmethod
     def attach(cls, workdir: Path | str) -> FrontPeer:
         info = json.loads((Path(workdir) / "peer.json").read_text())
-        peer = cls(workdir, info["listen"], info["target"])
+        peer = cls(workdir, info["listen"], info["target"], info.get("netns"))
         peer.pid = info.get("pid")
         return peer
 
@@ -246,6 +254,8 @@ class FrontPeer:
         argv = [sys.executable, "-m", "gateway.lab.snmp_front", "--to", self.target, "--control", str(self.control)]
         for addr in self.listen:
             argv += ["--listen", addr]
+        if self.netns:
+            argv += ["--netns", self.netns]
         with open(self.workdir / "front.log", "ab") as log:
             proc = subprocess.Popen(argv, env=env, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=log, start_new_session=True, text=True)
@@ -259,7 +269,7 @@ class FrontPeer:
             tail = (self.workdir / "front.log").read_text(errors="replace")[-300:].strip()
             raise RuntimeError(f"the switch front on {', '.join(self.listen)} did not start: {tail}")
         (self.workdir / "peer.json").write_text(json.dumps({"listen": self.listen, "target": self.target,
-                                                            "pid": self.pid}, indent=1))
+                                                            "netns": self.netns, "pid": self.pid}, indent=1))
         return self
 
     def stop(self) -> None:

@@ -35,6 +35,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from gateway.lab.userns import rootless, unprivileged
+
 NUT_BIN = Path(os.environ.get("GATEWAY_LAB_NUT_BIN", "/lib/nut"))
 UPSD = NUT_BIN / "upsd"  # not /usr/sbin/upsd: a Debian wrapper that insists on /etc/nut/nut.conf
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -219,7 +221,12 @@ class NutDirs:
     @staticmethod
     def _as_root() -> list[str]:
         """NUT's daemons drop to user nut unless told to stay root (the lab's private dirs are root's)."""
-        return ["-u", "root"] if os.geteuid() == 0 else []
+        return ["-u", "root"] if os.geteuid() == 0 and not rootless() else []
+
+    def _nut_argv(self, program: Path, *args: str) -> list[str]:
+        """A NUT daemon's command line: as root, told to stay root; in a rootless lab (where NUT could not
+        switch users) as the real user in a nested user namespace, which NUT leaves alone."""
+        return unprivileged([str(program), *args, *self._as_root()])
 
 
 class UpsPeer(NutDirs):
@@ -309,7 +316,7 @@ class UpsPeer(NutDirs):
 
     def _spawn_upsd(self) -> None:
         with open(self.workdir / "upsd.log", "ab") as log:
-            upsd = subprocess.Popen([str(UPSD), "-F", *self._as_root()], env=self.env, stdin=subprocess.DEVNULL,
+            upsd = subprocess.Popen(self._nut_argv(UPSD, "-F"), env=self.env, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=log, start_new_session=True)
         self.pids["upsd"] = upsd.pid
 
@@ -323,7 +330,7 @@ class UpsPeer(NutDirs):
 
     def _start_driver(self) -> None:
         with open(self.workdir / "driver.log", "ab") as log:
-            p = subprocess.Popen([str(NUT_BIN / "dummy-ups"), "-a", self.name, "-F", *self._as_root()],
+            p = subprocess.Popen(self._nut_argv(NUT_BIN / "dummy-ups", "-a", self.name, "-F"),
                                  env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                  start_new_session=True)
         self.pids["driver"] = p.pid

@@ -69,7 +69,7 @@ class UpsFarm(NutDirs):
         log = self.workdir / "nut.log"
         with open(log, "ab") as out:
             for name in self.dumps:
-                p = subprocess.Popen([str(NUT_BIN / "dummy-ups"), "-a", name, "-F", *self._as_root()],
+                p = subprocess.Popen(self._nut_argv(NUT_BIN / "dummy-ups", "-a", name, "-F"),
                                      env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                      start_new_session=True)
                 self.drivers[name] = p.pid
@@ -80,7 +80,7 @@ class UpsFarm(NutDirs):
                 if not waiting:
                     break
                 time.sleep(0.05)  # poll interval while the drivers start
-            p = subprocess.Popen([str(UPSD), "-F", *self._as_root()], env=self.env, stdin=subprocess.DEVNULL,
+            p = subprocess.Popen(self._nut_argv(UPSD, "-F"), env=self.env, stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=out, start_new_session=True)
             self.upsd = p.pid
         while not self._answers():
