@@ -1,16 +1,19 @@
-"""PoE ports over SNMP (pysnmp 7, asyncio), with the switch's MIB as data from ``hw/switches/*.toml``.
+"""PoE ports over SNMP (asyncio), with the switch's MIB as data from ``hw/switches/*.toml``.
 
 ``await switch.set_port(port, on)`` sets the port's admin state, then reads it back and returns what the
-switch really holds; ``await switch.get_port(port)`` reads it.  Every failure is translated here, once:
-a timeout is :class:`~gateway.core.errors.DeviceUnavailable`; a refused community or user, a
+switch really holds; ``await switch.get_port(port)`` reads it.  Every failure is translated, once: a
+timeout is :class:`~gateway.core.errors.DeviceUnavailable`; a refused community or user, a
 ``noSuchObject``/``noSuchInstance``, a read-only row or a value that did not stick is
 :class:`~gateway.core.errors.DeviceRefused`; a reply that cannot be understood is
 :class:`~gateway.core.errors.ParseError`.
+
+SNMP goes through the small clients on pysnmp's protocol API, :mod:`gateway.drivers.snmp_v2c` and
+:mod:`gateway.drivers.snmp_v3` (USM), never pysnmp's hlapi engine (~500 modules with its MIBs, ~15 MB);
+the v3 one, with its cryptography, is imported only when a v3 switch is configured.
 """
 
 from __future__ import annotations
 
-import sys
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -19,29 +22,6 @@ from typing import Any
 
 from gateway.core.errors import DeviceRefused, DeviceUnavailable, ParseError
 from gateway.drivers.snmp_v2c import V2cClient
-
-# v2c goes through the small client in snmp_v2c; pysnmp's hlapi engine (~500 modules and MIBs, ~30 MB) is
-# imported only when a v3 switch is configured.  Protocol names, as in pysnmp.hlapi.v3arch.asyncio:
-_AUTH = {"md5": "usmHMACMD5AuthProtocol", "sha": "usmHMACSHAAuthProtocol",
-         "sha224": "usmHMAC128SHA224AuthProtocol", "sha256": "usmHMAC192SHA256AuthProtocol",
-         "sha384": "usmHMAC256SHA384AuthProtocol", "sha512": "usmHMAC384SHA512AuthProtocol"}
-_PRIV = {"des": "usmDESPrivProtocol", "aes": "usmAesCfb128Protocol", "aes192": "usmAesCfb192Protocol",
-         "aes256": "usmAesCfb256Protocol"}
-
-
-def _hlapi() -> Any:
-    if "pysnmp.smi.compiler" not in sys.modules and "pysmi" not in sys.modules:
-        # OIDs here are numeric (lookupMib=False), so pysnmp's MIB compiler is never used; without pysmi
-        # on import it skips it, which spares pysmi, lark, jinja2 and requests (~10 MB).  pysmi stays
-        # importable by anyone else afterwards.
-        sys.modules["pysmi"] = None  # type: ignore[assignment]
-        try:
-            import pysnmp.smi.compiler  # noqa: F401
-        finally:
-            del sys.modules["pysmi"]
-    from pysnmp.hlapi.v3arch import asyncio as hlapi
-
-    return hlapi
 
 
 @dataclass(frozen=True)
@@ -135,21 +115,14 @@ class PoeSwitch:
         self.context = context
         self.version, self.group = version, group
         self.timeout_s, self.retries = timeout_s, retries
-        self._engine: Any = None
-        self._target: Any = None
         self._v2c: V2cClient | None = None
+        self._v3: Any = None  # a gateway.drivers.snmp_v3.V3Client
         self._write_community, self._read_community = community, read_community or community
-        auth: Any
         if version == "3":
-            if not user:
-                raise DeviceRefused(f"switch {name}: SNMP v3 needs a user")
-            snmp = _hlapi()
-            self._engine = snmp.SnmpEngine()
-            auth = snmp.UsmUserData(
-                user, authKey=auth_key, privKey=priv_key,
-                authProtocol=getattr(snmp, _AUTH[auth_protocol]) if auth_key else snmp.usmNoAuthProtocol,
-                privProtocol=getattr(snmp, _PRIV[priv_protocol]) if priv_key else snmp.usmNoPrivProtocol)
-            self._write_auth = self._read_auth = auth
+            from gateway.drivers.snmp_v3 import V3Client
+
+            self._v3 = V3Client(host, port, user or "", auth_key, auth_protocol, priv_key, priv_protocol,
+                                context, timeout_s, retries, where=self.where)
         else:
             self._v2c = V2cClient(host, port, timeout_s, retries, where=self.where)
 
@@ -162,54 +135,16 @@ class PoeSwitch:
                    priv_protocol=sw.priv_protocol, timeout_s=sw.timeout_s, retries=sw.retries,
                    group=sw.pse_group, context=getattr(sw, "context", ""))
 
-    def _ctx(self) -> Any:
-        snmp = _hlapi()
-        return snmp.ContextData(contextName=self.context) if self.context else snmp.ContextData()
-
     @property
     def where(self) -> str:
         return f"switch {self.name} ({self.host}:{self.port})"
 
-    async def _transport(self) -> Any:
-        if self._target is None:
-            snmp = _hlapi()
-            try:
-                self._target = await snmp.UdpTransportTarget.create((self.host, self.port), timeout=self.timeout_s,
-                                                                    retries=self.retries)
-            except Exception as exc:  # name resolution and the like
-                raise DeviceUnavailable(f"{self.where}: {exc}") from None
-        return self._target
-
-    def _check(self, what: str, result: tuple[Any, Any, Any, Any]) -> list[tuple[str, Any]]:
-        err_ind, err_status, err_index, var_binds = result
-        if err_ind:
-            text = str(err_ind)
-            if "timeout" in text.lower() or "No SNMP response" in text:
-                raise DeviceUnavailable(f"{self.where}: {what}: no answer ({text})")
-            raise DeviceRefused(f"{self.where}: {what}: {text}")
-        if err_status:
-            raise DeviceRefused(f"{self.where}: {what}: {err_status.prettyPrint()} at {int(err_index or 0)}")
-        out: list[tuple[str, Any]] = []
-        snmp = _hlapi()
-        for oid, value in var_binds:
-            if isinstance(value, (snmp.NoSuchObject, snmp.NoSuchInstance, snmp.EndOfMibView)):
-                raise DeviceRefused(f"{self.where}: {what}: {oid.prettyPrint()} is {type(value).__name__} "
-                                    f"(wrong profile, group or port?)")
-            out.append((oid.prettyPrint(), value))
-        return out
-
     async def _get(self, what: str, *oids: str) -> list[tuple[str, Any]]:
-        if self._v2c is not None:
-            return await self._v2c.get(self._read_community, list(oids), what)
-        snmp = _hlapi()
-        target = await self._transport()
-        try:
-            result = await snmp.get_cmd(self._engine, self._read_auth, target, self._ctx(),
-                                        *(snmp.ObjectType(snmp.ObjectIdentity(o)) for o in oids),
-                                        lookupMib=False)
-        except Exception as exc:  # pysnmp raises its own errors for malformed input
-            raise ParseError(f"{self.where}: {what}: {type(exc).__name__}: {exc}") from None
-        return self._check(what, result)
+        if self._v3 is not None:
+            result: list[tuple[str, Any]] = await self._v3.get(list(oids), what)
+            return result
+        assert self._v2c is not None
+        return await self._v2c.get(self._read_community, list(oids), what)
 
     @staticmethod
     def _int(value: Any, what: str) -> int:
@@ -244,18 +179,11 @@ class PoeSwitch:
         p = self.profile
         oid = p.oid(p.admin_oid, port, self.group)
         what = f"set port {port} {'on' if on else 'off'}"
-        if self._v2c is not None:
-            await self._v2c.set(self._write_community, [(oid, p.on if on else p.off)], what)
-        else:
-            snmp = _hlapi()
-            target = await self._transport()
-            value = snmp.Integer32(p.on if on else p.off)
-            try:
-                result = await snmp.set_cmd(self._engine, self._write_auth, target, self._ctx(),
-                                            snmp.ObjectType(snmp.ObjectIdentity(oid), value), lookupMib=False)
-            except Exception as exc:
-                raise ParseError(f"{self.where}: set port {port}: {type(exc).__name__}: {exc}") from None
-            self._check(what, result)
+        value = p.on if on else p.off
+        if self._v3 is not None:
+            await self._v3.set([(oid, value)], what)
+        elif self._v2c is not None:
+            await self._v2c.set(self._write_community, [(oid, value)], what)
         state = await self.get_port(port)
         if state.on != on:
             raise DeviceRefused(f"{self.where}: port {port} reads back {'on' if state.on else 'off'} "
@@ -270,11 +198,6 @@ class PoeSwitch:
         return round(self._int(v, "PSE power") * p.pse_power_scale_w, 1)
 
     async def close(self) -> None:
-        if self._v2c is not None:
-            await self._v2c.close()
-        if self._engine is None:
-            return
-        try:
-            self._engine.close_dispatcher()
-        except Exception:  # closing a never-used engine is fine
-            pass
+        for client in (self._v2c, self._v3):
+            if client is not None:
+                await client.close()
