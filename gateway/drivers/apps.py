@@ -87,14 +87,16 @@ class AppProbe:
         started = time.monotonic()
         try:
             if t.url:
-                status = await asyncio.wait_for(self._http(t.url), t.timeout_s)
+                async with asyncio.timeout(t.timeout_s):
+                    status = await self._http(t.url)
                 ms = round((time.monotonic() - started) * 1000, 2)
                 if status != t.expect_status:
                     return AppResult(False, ms, status, f"status {status} (expected {t.expect_status})")
                 return AppResult(True, ms, status)
             assert t.address is not None
             host, port = split_address(t.address)
-            await asyncio.wait_for(self._tcp(host, port), t.timeout_s)
+            async with asyncio.timeout(t.timeout_s):
+                await self._tcp(host, port)
             return AppResult(True, round((time.monotonic() - started) * 1000, 2))
         except asyncio.CancelledError:
             raise

@@ -632,7 +632,8 @@ class AsyncAtPort:
             loop = asyncio.get_running_loop()
             fut = loop.run_in_executor(self._pool, self.port.command, command, timeout_s)
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), timeout_s + self.grace_s)
+                async with asyncio.timeout(timeout_s + self.grace_s):
+                    return await asyncio.shield(fut)
             except TimeoutError:
                 raise ModemTimeout(f"{command}: the serial worker is stuck") from None
 
@@ -908,7 +909,8 @@ class Nft:
         except OSError as exc:
             raise DeviceUnavailable(f"cannot run {argv[0]}: {exc.strerror}") from None
         try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                out, err = await proc.communicate(stdin.encode())
         except TimeoutError:
             proc.kill()
             await proc.wait()

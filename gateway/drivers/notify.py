@@ -50,7 +50,8 @@ class Notifier:
             raise DeviceRefused(f"no notify target named {target!r}")
         url = self.targets[target]
         try:
-            ok, errors = await asyncio.wait_for(asyncio.to_thread(self._send, url, title, body), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                ok, errors = await asyncio.to_thread(self._send, url, title, body)
         except TimeoutError:
             raise DeviceUnavailable(f"{target}: no answer within {self.timeout_s:.0f} s") from None
         if ok is None:

@@ -175,7 +175,8 @@ async def tcp_connect(host: str, port: int, source: str | None, iface: str | Non
     s = bound_socket(socket.AF_INET, socket.SOCK_STREAM, 0, source, iface, netns)
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(s, (host, port)), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await asyncio.get_running_loop().sock_connect(s, (host, port))
         return (time.perf_counter() - started) * 1000.0
     except (TimeoutError, OSError) as exc:
         raise DeviceUnavailable(f"tcp {host}:{port}: {getattr(exc, 'strerror', None) or 'timeout'}") from None
@@ -198,7 +199,8 @@ async def http_check(url: str, source: str | None, iface: str | None, timeout_s:
             await loop.sock_sendall(s, req.encode())
             return await loop.sock_recv(s, 64)
 
-        head = await asyncio.wait_for(go(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            head = await go()
     except (TimeoutError, OSError) as exc:
         raise DeviceUnavailable(f"http {url}: {getattr(exc, 'strerror', None) or 'timeout'}") from None
     finally:
@@ -231,7 +233,8 @@ async def dns_check(server: str, name: str, source: str | None, iface: str | Non
                 if len(data) >= 12 and struct.unpack_from("!H", data)[0] == qid:
                     return data
 
-        data = await asyncio.wait_for(answer(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            data = await answer()
     except (TimeoutError, OSError) as exc:
         raise DeviceUnavailable(f"dns {server}: {getattr(exc, 'strerror', None) or 'timeout'}") from None
     finally:

@@ -175,7 +175,8 @@ class UpsDriver:
     # -------------------------------------------------------------------------------- async side
     async def read_vars(self) -> dict[str, str]:
         try:
-            values = await asyncio.wait_for(asyncio.to_thread(self._list_vars_blocking), self.timeout_s * 2 + 1)
+            async with asyncio.timeout(self.timeout_s * 2 + 1):
+                values = await asyncio.to_thread(self._list_vars_blocking)
         except TimeoutError:
             self._drop()
             raise DeviceUnavailable(f"upsd {self.address}: no answer within {self.timeout_s * 2 + 1:.0f} s") \
@@ -192,7 +193,8 @@ class UpsDriver:
 
     async def set_fsd(self) -> None:
         try:
-            await asyncio.wait_for(asyncio.to_thread(self._fsd_blocking), self.timeout_s * 2 + 1)
+            async with asyncio.timeout(self.timeout_s * 2 + 1):
+                await asyncio.to_thread(self._fsd_blocking)
         except TimeoutError:
             raise DeviceUnavailable(f"upsd {self.address}: FSD not answered") from None
         except OSError as exc:

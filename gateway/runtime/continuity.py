@@ -163,7 +163,8 @@ class ContinuityService(Service):
             self.drill.abort.set()
             if self.drill.task is not None:
                 try:
-                    await asyncio.wait_for(asyncio.shield(self.drill.task), 5)
+                    async with asyncio.timeout(5):
+                        await asyncio.shield(self.drill.task)
                 except (TimeoutError, asyncio.CancelledError, Exception):
                     pass
         for t in self._check_tasks:

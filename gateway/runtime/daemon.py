@@ -248,7 +248,8 @@ class Daemon:
             t.cancel()
         for svc in reversed(list(self.ctx.services.values())):
             try:
-                await asyncio.wait_for(svc.stop(), 10)
+                async with asyncio.timeout(10):
+                    await svc.stop()
             except Exception:
                 log.exception("%s: stop failed", svc.name)
         if self.web_server is not None:

@@ -21,6 +21,7 @@ from gateway.core.errors import ActionRejected
 from gateway.store import Journal
 
 log = logging.getLogger("gateway")
+STOP_RECANCEL_S = 1.0  # a task still running this long after its cancel is cancelled again
 
 ActionHandler = Callable[[dict[str, Any], str], Awaitable[dict[str, Any]]]
 
@@ -96,13 +97,19 @@ class Service:
         """Start monitors (use :meth:`spawn`); return quickly."""
 
     async def stop(self) -> None:
+        """Cancel this service's tasks and wait until they end.  A task that swallowed its cancel (a library
+        that catches it, or 3.11's ``wait_for`` racing a completion) is cancelled again each second rather
+        than waited for forever: a stop that hangs would hang the daemon's shutdown with it."""
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+            while not t.done():
+                await asyncio.wait({t}, timeout=STOP_RECANCEL_S)
+                if not t.done():
+                    log.error("%s: task %s did not end when cancelled; cancelling it again", self.name, t.get_name())
+                    t.cancel()
+            if not t.cancelled():
+                t.exception()  # retrieved (logged already by _task_done), so asyncio does not warn again
         self._tasks.clear()
 
     def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
@@ -110,6 +117,7 @@ class Service:
         # first step (a stop right after start) then closes ``coro``; a wrapper would be closed instead and
         # leave ``coro`` never awaited ("coroutine ... was never awaited").  Crashes are logged on completion.
         task = asyncio.ensure_future(coro)
+        task.set_name(f"{self.name}.{name}")
         task.add_done_callback(lambda t: self._task_done(t, name))
         self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(task)

@@ -81,9 +81,10 @@ def test_wired_link_flapping_ten_times_a_second_does_not_thrash_the_route(office
         [e["message"] for e in switches]
     assert "hold" in switches[-1]["data"]["reason"]
     # the kernel's linkwatch batches carrier changes (at most about one a second), so a bounce the probes
-    # judged healthy in between may show; what must not happen is one transition per flap (~30 here)
+    # judged healthy in between may show, and on a loaded machine probes lost before the first carrier event
+    # reaches the daemon may say "degraded" first; what must not happen is one transition per flap (~30 here)
     chain = transitions(office, "wired", base)
-    assert chain[0] == "down" and chain[-1] == "up" and len(chain) <= 6, \
+    assert chain[0] in ("down", "degraded") and "down" in chain and chain[-1] == "up" and len(chain) <= 7, \
         [e["message"] for e in office.events("uplink.state", base)]
     # the main table's default route changed twice (to LTE and back), not once per carrier flap
     main_defaults = [ln for ln in lines.splitlines() if ln.split(" ", 1)[0] in ("default", "Deleted")
