@@ -5,8 +5,9 @@ configuration to send what for one switch is a few datagrams.  Here the message 
 protocol types (``rfc3412.SNMPv3Message``/``ScopedPDU``, ``rfc3414`` ``UsmSecurityParameters``) and
 secured with pysnmp's own USM primitives: key localization (``rfc3414.localkey`` through the services),
 HMAC authentication (``rfc3414.auth``, ``rfc7860.auth``) and privacy (``rfc3414.priv.des``,
-``rfc3826.priv.aes``, and for aes192/aes256 the ``eso.priv`` variants pysnmp's hlapi uses for those names).
-No cryptography is written here.  The socket, retries, id matching and error translation are
+``rfc3826.priv.aes``, and for aes192/aes256 the ``eso.priv`` variants pysnmp's hlapi uses for those names),
+their block ciphers from the libcrypto Python has loaded (:mod:`gateway.drivers.snmp_cipher`, which spares
+the `cryptography` package's ~7 MB).  No cryptography is written here.  The socket, retries, id matching and error translation are
 :mod:`gateway.drivers.snmp_base`'s, shared with the v2c client.
 
 Engine discovery (RFC 3414 4): the first request sends an empty, unauthenticated probe; the agent's
@@ -31,17 +32,18 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+# first: pysnmp's USM modules, imported with libcrypto's ciphers instead of `cryptography` (see snmp_cipher)
+from gateway.drivers.snmp_cipher import BACKEND
+
+# isort: split
 from pyasn1.codec.ber import decoder, encoder
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
 from pysnmp.proto.mpmod.rfc3412 import ScopedPDU, SNMPv3Message
-from pysnmp.proto.secmod.rfc3414.service import UsmSecurityParameters
-
-# isort: split
-# (pysnmp.proto.secmod.eso imported before rfc3414 is a circular import)
 from pysnmp.proto.secmod.eso.priv import aes192, aes256
 from pysnmp.proto.secmod.rfc3414.auth import hmacmd5, hmacsha
 from pysnmp.proto.secmod.rfc3414.priv import des
+from pysnmp.proto.secmod.rfc3414.service import UsmSecurityParameters
 from pysnmp.proto.secmod.rfc3826.priv import aes
 from pysnmp.proto.secmod.rfc7860.auth import hmacsha2
 
@@ -156,7 +158,7 @@ class V3Client(SnmpClient):
             if priv_protocol not in PRIV_PROTOCOLS:
                 problems.append(f"unknown privacy protocol {priv_protocol!r} (have: {', '.join(PRIV_PROTOCOLS)})")
             elif aes.PysnmpCryptoError or des.PysnmpCryptoError:
-                problems.append("privacy needs the 'cryptography' package, which does not import here")
+                problems.append(f"no cipher for privacy here (pysnmp's privacy through {BACKEND})")
             else:
                 self._priv = PRIV_PROTOCOLS[priv_protocol]
         for name, key in (("auth_key", auth_key), ("priv_key", priv_key)):

@@ -284,3 +284,47 @@ def test_a_stale_clock_and_a_new_engine_id_are_recovered_from(sim: SnmpSim) -> N
         assert int(value) == 1 and c._engine is not None and c._engine.id == engine.id
 
     _with_client(sim, body)
+
+
+# ---------------------------------------------------------------------- the ciphers under pysnmp's privacy
+def test_the_libcrypto_ciphers_are_the_ones_pysnmp_asks_cryptography_for() -> None:
+    from gateway.drivers import snmp_cipher
+
+    lib = snmp_cipher._libcrypto()
+    assert lib is not None and snmp_cipher.BACKEND == "libcrypto"
+    aes_cfb, des_cbc = snmp_cipher.aes_cfb128(lib), snmp_cipher.des_cbc(lib)
+    # NIST SP 800-38A F.3.13, CFB128-AES128.Encrypt, first block
+    key, iv = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c"), bytes.fromhex("000102030405060708090a0b0c0d0e0f")
+    enc = aes_cfb(key, iv).encryptor()
+    assert (enc.update(bytes.fromhex("6bc1bee22e409f96e93d7e117393172a")) + enc.finalize()).hex() \
+        == "3b3fd92eb72dad20333449f8e83cfb4a"
+    # and what `cryptography` (pysnmp's own choice) makes of the same keys, IVs and data, for every size
+    from cryptography.hazmat.decrepit.ciphers import algorithms as old
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    data = bytes(range(256)) * 3 + b"odd tail"  # CFB takes any length
+    for size in (16, 24, 32):
+        k = hashlib.sha512(bytes([size])).digest()[:size]
+        ours = aes_cfb(k, iv).encryptor()
+        theirs = Cipher(algorithms.AES(k), CFB(iv)).encryptor()
+        sealed = ours.update(data) + ours.finalize()
+        assert sealed == theirs.update(data) + theirs.finalize()
+        back = aes_cfb(k, iv).decryptor()
+        assert back.update(sealed) + back.finalize() == data
+    k8, iv8, blocks = bytes.fromhex("0123456789abcdef"), bytes.fromhex("1234567890abcdef"), data[:768]
+    ours = des_cbc(k8, iv8).encryptor()
+    theirs = Cipher(old.TripleDES(k8 * 3), modes.CBC(iv8)).encryptor()
+    assert ours.update(blocks) + ours.finalize() == theirs.update(blocks) + theirs.finalize()
+    with pytest.raises(snmp_cipher.CipherError):  # a partial DES block: refused, not padded behind our back
+        partial = des_cbc(k8, iv8).encryptor()
+        partial.update(b"seven b")
+        partial.finalize()
+
+
+def test_the_v3_client_leaves_cryptography_unloaded_and_importable() -> None:
+    code = ("import sys\nfrom gateway.drivers.snmp_v3 import BACKEND\nprint(BACKEND, 'cryptography' in sys.modules)\n"
+            "import cryptography.hazmat.primitives.ciphers\nprint('importable')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"}, check=True)
+    assert out.stdout.split() == ["libcrypto", "False", "importable"]
