@@ -3,11 +3,13 @@ concurrent loopback clients through waitress), and first render in headless Chro
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +59,42 @@ def _concurrent(url: str, path: str, clients: int = 50, seconds: int = 5) -> dic
     if errors:
         raise RuntimeError(f"{errors} of {n} requests failed under load")
     return {"p50": p50_us / 1000, "p99": p99_us / 1000, "rps": n / (dur_us / 1e6), "n": n}
+
+
+PACED_CLIENT = r"""
+import http.client, json, sys, threading, time
+host, port, path, clients, every, rounds = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+lat, lock, t0 = [], threading.Lock(), time.monotonic() + 0.5
+def client(i):
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    mine = []
+    for k in range(rounds):
+        due = t0 + (k + i / clients) * every  # the clients' polls spread over the interval, as real pages drift
+        time.sleep(max(0.0, due - time.monotonic()))
+        t = time.perf_counter()
+        conn.request("GET", path)
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            raise SystemExit(f"HTTP {r.status}")
+        mine.append((time.perf_counter() - t) * 1000)
+    conn.close()
+    with lock:
+        lat.extend(mine)
+threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(lat))
+"""
+
+
+def _paced(url: str, path: str, clients: int = 50, every_s: float = 1.0, rounds: int = 10) -> list[float]:
+    """Open-loop load: ``clients`` keep-alive connections each asking once every ``every_s`` (the page polls
+    every 5 s), from a separate process; the latency of each request in ms."""
+    host, port = url.removeprefix("http://").split(":")
+    res = subprocess.run([sys.executable, "-c", PACED_CLIENT, host, port, path, str(clients), str(every_s),
+                          str(rounds)], capture_output=True, text=True, timeout=300, check=True)
+    return [float(x) for x in json.loads(res.stdout)]
 
 
 def _floor_app(body: bytes) -> Any:
@@ -129,6 +167,11 @@ def run() -> dict[str, dict[str, object]]:
                 "value": round(lat["rps"]), "unit": "req/s", "baseline": round(flask["rps"]),
                 "floor": round(bare["rps"]), "fast_share": round(min(1.0, served_fast / lat["n"]), 3),
                 "goal": "throughput of the same load; floor: waitress with no app"}
+            paced = _paced(srv.url, "/api/v1/status")
+            out["web_status_p99_50pages"] = {
+                "value": round(_pct(paced, 99), 2), "unit": "ms", "baseline": None,
+                "p50": round(_pct(paced, 50), 2),
+                "goal": "50 clients each polling once a second (5x the page's rate), open loop"}
             if os.path.exists("/usr/bin/chromium"):
                 out.update(_first_render(srv.url))
         finally:
