@@ -241,10 +241,14 @@ def reconfigure(state: UplinksState, policy: Policy, now: float) -> UplinksState
 # ------------------------------------------------------------------------------------- statistics
 
 def loss_pct(t: Target, window: int) -> float | None:
-    res = t.results[-window:]
+    return _loss_pct(t.results, window)
+
+
+def _loss_pct(results: tuple[bool, ...], window: int) -> float | None:
+    res = results[-window:]
     if not res:
         return None
-    return 100.0 * sum(1 for r in res if not r) / len(res)
+    return 100.0 * (len(res) - sum(res)) / len(res)
 
 
 def rtt_ms(t: Target) -> float | None:
@@ -406,8 +410,7 @@ def _verdict(u: Uplink, p: Policy, now: float) -> tuple[str, str]:
     # quality, without the losses of a streak still running (the "down" rule judges those), with
     # hysteresis: degraded from the threshold, up again below half of it
     loss = _median([x for _, t in u.targets
-                    if (x := loss_pct(replace(t, results=t.results[:len(t.results) - t.lost_streak]),
-                                      p.window)) is not None])
+                    if (x := _loss_pct(t.results[:len(t.results) - t.lost_streak], p.window)) is not None])
     rtt = uplink_rtt_ms(u)
     was = u.health == "degraded"
     if loss is not None and loss >= (p.degraded_loss_pct / 2 if was else p.degraded_loss_pct) > 0:
@@ -422,7 +425,7 @@ def _verdict(u: Uplink, p: Policy, now: float) -> tuple[str, str]:
 def _judge(u: Uplink, p: Policy, now: float, effects: list[Effect]) -> Uplink:
     health, reason = _verdict(u, p, now)
     if health == u.health:
-        return replace(u, reason=reason) if health != "down" else u
+        return replace(u, reason=reason) if health != "down" and reason != u.reason else u
     before = u.health
     if before == "down" and health in HEALTHY:  # the outage's losses are history, not this line's quality
         u = replace(u, targets=tuple((n, replace(t, results=t.results[-t.ok_streak:] if t.ok_streak else ()))
