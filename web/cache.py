@@ -56,10 +56,10 @@ class RenderCache:
                     self._entries[key] = (started, value)
             return value  # type: ignore[no-any-return]
 
-    def peek(self, key: Hashable, ttl_s: float) -> Any:
-        """The value for ``key`` if built less than ``ttl_s`` ago, else None; never builds."""
+    def entry(self, key: Hashable) -> tuple[float, Any] | None:
+        """(when it was built, the value) for ``key``, however old; None once cleared.  Never builds."""
         with self._lock:
-            return self._fresh(key, ttl_s)[1]
+            return self._entries.get(key)
 
     def clear(self) -> None:
         with self._lock:

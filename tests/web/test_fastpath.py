@@ -103,3 +103,53 @@ def test_a_stale_render_is_not_kept(env: Env) -> None:
     assert fp.hits == 0
     env.app.config["STATUS_CACHE_S"] = 0.0  # no shared render at all: no fast path either
     assert c.get("/api/v1/status").status_code == 200 and fp.hits == 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_while_one_request_makes_the_next_render_the_others_get_the_last_answer(env: Env) -> None:
+    import threading
+
+    from web.cache import RenderCache
+
+    fp = fast(env)
+    clock = Clock()
+    env.app.config["RENDER_CACHE"] = cache = RenderCache(clock)
+    env.app.config["STATUS_CACHE_S"] = 0.25
+    c = env.client()
+    first = c.get("/api/v1/status")
+    assert c.get("/api/v1/status").get_data() == first.get_data() and fp.hits == 1 and cache.builds == 1
+
+    rendering, release = threading.Event(), threading.Event()
+    real = env.backend.snapshot
+
+    def slow_snapshot() -> Any:
+        rendering.set()
+        assert release.wait(30), "the test never released the render"
+        return real()
+
+    env.backend.snapshot = slow_snapshot  # type: ignore[method-assign]
+    clock.t += 0.3  # the render is now older than STATUS_CACHE_S: the next request makes a new one
+    refreshed: list[Any] = []
+    t = threading.Thread(target=lambda: refreshed.append(env.client().get("/api/v1/status")))
+    t.start()
+    try:
+        assert rendering.wait(30), "no request went to make the next render"
+        during = c.get("/api/v1/status")  # meanwhile: the last answer, not a queue behind the render
+        assert fp.hits == 2 and answer(during) == answer(first)
+        clock.t += 0.3  # 0.6 s old: past twice STATUS_CACHE_S, no longer handed out (such a request goes
+        assert fp._stored({}) is None  # through Flask and waits there for the render in flight)
+        env.backend.snapshot = real  # type: ignore[method-assign]
+    finally:
+        release.set()
+        t.join(30)
+    assert refreshed and refreshed[0].status_code == 200 and cache.builds == 2
+    # that render is dated from when it started (0.3 s ago by the test's clock): this request makes the next,
+    assert c.get("/api/v1/status").status_code == 200 and cache.builds == 3 and fp.hits == 2
+    assert c.get("/api/v1/status").status_code == 200 and fp.hits == 3  # whose answer is kept
