@@ -56,10 +56,13 @@ class RenderCache:
                     self._entries[key] = (started, value)
             return value  # type: ignore[no-any-return]
 
-    def entry(self, key: Hashable) -> tuple[float, Any] | None:
-        """(when it was built, the value) for ``key``, however old; None once cleared.  Never builds."""
+    def entry(self, key: Hashable) -> tuple[float, Any, int] | None:
+        """(when it was built, the value, the generation) for ``key``, however old; None once cleared.  The
+        generation counts the clears: a value kept elsewhere from an earlier generation is from before an
+        action.  Never builds."""
         with self._lock:
-            return self._entries.get(key)
+            e = self._entries.get(key)
+            return None if e is None else (e[0], e[1], self._generation)
 
     def clear(self) -> None:
         with self._lock:

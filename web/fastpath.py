@@ -46,7 +46,9 @@ class StatusFastPath:
         self._lock = threading.Lock()
         self._render: Any = None  # the shared cache's value the stored answers were made from
         self._answers: dict[str, _Answer] = {}  # "full" (200) and, by the ETag sent, "304"
-        self._refreshing = False  # a request is making the next render through Flask
+        self._refreshing = False  # a request is making the next answer through Flask
+        self._built_at = 0.0  # when the stored answers' render was built (the shared cache's clock)
+        self._generation = -1  # the shared cache's generation they belong to
         self._lan: dict[str, bool] = {}
 
     def _open_to(self, addr: str) -> bool:
@@ -66,24 +68,29 @@ class StatusFastPath:
                 and "HTTP_AUTHORIZATION" not in environ and "HTTP_COOKIE" not in environ
                 and self.app.config["STATUS_CACHE_S"] > 0 and self._open_to(environ.get("REMOTE_ADDR") or ""))
 
-    def _current(self) -> tuple[float, Any] | None:
-        """(age in seconds, value) of the status render the shared cache holds, or None."""
+    def _current(self) -> tuple[float, Any, int, float] | None:
+        """(age in seconds, value, generation, now) of the status render the shared cache holds, or None."""
         cache = self.app.config["RENDER_CACHE"]
         e = cache.entry("status")
-        return None if e is None else (cache.clock() - e[0], e[1])
+        if e is None:
+            return None
+        now = cache.clock()
+        return now - e[0], e[1], e[2], now
 
     def _stored(self, environ: dict[str, Any]) -> _Answer | bool | None:
-        """The stored answer for this request; True when this request is to make the next render; None: Flask."""
+        """The stored answer for this request; True when this request is to make the next answer; None: Flask."""
         current, ttl = self._current(), self.app.config["STATUS_CACHE_S"]
         with self._lock:
-            if current is None or current[1] is not self._render:
-                return None
-            age = current[0]
-            if age >= ttl:
+            if current is None or self._render is None or current[2] != self._generation:
+                return None  # nothing stored, or an action since: only Flask may answer
+            age, render, _, now = current
+            if render is not self._render or age >= ttl:
+                # the render aged, or a newer one has no answer here yet: one request goes to Flask for it;
+                # the others get the stored answer while it is younger than twice STATUS_CACHE_S
                 if not self._refreshing:
                     self._refreshing = True
                     return True
-                if age >= 2 * ttl:
+                if now - self._built_at >= 2 * ttl:
                     return None
             inm = environ.get("HTTP_IF_NONE_MATCH")
             if inm is None:
@@ -96,7 +103,7 @@ class StatusFastPath:
         current = self._current()
         if current is None or current[0] >= self.app.config["STATUS_CACHE_S"]:
             return  # made from a render that is already old
-        render = current[1]
+        age, render, generation, now = current
         if _etag(headers) != f'W/"{render[0]}"':
             return  # made from a render the cache no longer holds
         variant = "full" if status.startswith("200") and "HTTP_IF_NONE_MATCH" not in environ else (
@@ -104,8 +111,9 @@ class StatusFastPath:
         if variant is None:
             return
         with self._lock:
-            if render is not self._render:
+            if render is not self._render or generation != self._generation:
                 self._render, self._answers = render, {}
+                self._built_at, self._generation = now - age, generation
             self._answers[variant] = answer
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -153,3 +153,16 @@ def test_while_one_request_makes_the_next_render_the_others_get_the_last_answer(
     # that render is dated from when it started (0.3 s ago by the test's clock): this request makes the next,
     assert c.get("/api/v1/status").status_code == 200 and cache.builds == 3 and fp.hits == 2
     assert c.get("/api/v1/status").status_code == 200 and fp.hits == 3  # whose answer is kept
+
+
+def test_after_an_action_the_answer_from_before_is_never_handed_out_even_during_a_refresh(env: Env) -> None:
+    fp = fast(env)
+    c = env.client()
+    assert c.get("/api/v1/status").get_json()["override"] is None
+    assert c.get("/api/v1/status").status_code == 200 and fp.hits == 1
+    fp._refreshing = True  # as if another request were making the next render right now
+    env.backend.snap["override"] = "lte"
+    env.app.config["RENDER_CACHE"].clear()  # what every action does
+    # a newer render appears (a script with a token asked); the stored answer is from before the action
+    assert c.get("/api/v1/status", headers={"Authorization": f"Bearer {TOKEN}"}).get_json()["override"] == "lte"
+    assert c.get("/api/v1/status").get_json()["override"] == "lte" and fp.hits == 1
