@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -25,16 +26,20 @@ def wait_until(pred: Callable[[], T], timeout: float = 10.0, interval: float = 0
     return last
 
 
-async def until(pred: Callable[[], T], timeout: float = 10.0, what: str = "") -> T:
-    """Await a condition with a deadline (the event loop keeps running the service meanwhile)."""
+async def until(pred: Callable[[], T | Awaitable[T]], timeout: float = 10.0, what: str = "",
+                interval: float = 0.02) -> T:
+    """Await a condition with a deadline (the event loop keeps running the service meanwhile); ``pred`` may
+    be a coroutine function (a driver read, say)."""
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
+        if inspect.isawaitable(v):
+            v = await v
         if v:
-            return v
+            return v  # type: ignore[return-value]
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what or pred}")
-        await asyncio.sleep(0.02)  # a poll interval, not a wait for an outcome
+        await asyncio.sleep(interval)  # a poll interval, not a wait for an outcome
 
 
 @pytest.fixture(name="until")

@@ -19,6 +19,7 @@ A subclass builds the datagram and says, in :meth:`SnmpClient._parse`, which req
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import random
@@ -49,7 +50,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.client._lost()
 
 
-class SnmpClient:
+class SnmpClient(abc.ABC):
     """One agent (``host``:``port``).  ``where`` names it in every error message."""
 
     kind = "SNMP"  # the protocol version, as errors name it
@@ -149,10 +150,11 @@ class SnmpClient:
         return out
 
     # ----------------------------------------------------------------------------------- replies
+    @abc.abstractmethod
     def _parse(self, data: bytes) -> tuple[int, object, Any] | None:
         """``(id, tag, answer)`` of a datagram from the agent (``answer`` a GatewayError fails that request),
-        None for one to ignore; raises ParseError (or pyasn1's errors) for what is not understood."""
-        raise NotImplementedError
+        None for one to ignore; raises ParseError (or pyasn1's errors) for what is not understood.  Each
+        protocol version (v2c, v3) reads its own messages."""
 
     def _received(self, data: bytes) -> None:
         if not self._pending:

@@ -45,7 +45,7 @@ from typing import Any
 
 from gateway.core.errors import DeviceRefused, GatewayError
 from gateway.lab import modem_emu
-from gateway.lab.net import LabNetError, Topology
+from gateway.lab.net import LabNetError, Topology, socket_in_netns
 from gateway.lab.relay import RelayPeer
 from gateway.lab.snmp import CISCO, TPLINK, SnmpPeer, SnmpPeerError
 from gateway.lab.snmp_front import FrontPeer
@@ -597,7 +597,7 @@ close_hold_s = 30.0
         lan = self.topo.describe()["lan"]["gateway"]
         if lan_page_enabled():  # the page for the office PC too, on the gateway's LAN address, as on the real box
             try:
-                socks.append(_socket_in_netns(self.topo.ns["gw"], lan, LAN_WEB_PORT))
+                socks.append(socket_in_netns(self.topo.ns["gw"], lan, LAN_WEB_PORT))
             except OSError as exc:
                 print(f"gateway lab: no page on the LAN side ({lan}:{LAN_WEB_PORT}): {exc}", file=sys.stderr)
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -788,39 +788,6 @@ for i, f in enumerate(fds):
 os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(fds)))
 os.execvp(sys.argv[2], sys.argv[2:])
 """
-CLONE_NEWNET = 0x40000000
-
-
-def _socket_in_netns(netns: str, host: str, port: int) -> socket.socket:
-    """A listening TCP socket made inside ``netns`` (by a short-lived thread that enters it), usable from here."""
-    import ctypes
-    import threading
-
-    result: list[socket.socket | OSError] = []
-
-    def work() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        try:
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns {netns}")
-            finally:
-                os.close(fd)
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-            s.listen(64)
-            result.append(s)
-        except OSError as exc:
-            result.append(exc)
-
-    t = threading.Thread(target=work, name="netns-socket")  # the thread ends, taking its namespace with it
-    t.start()
-    t.join()
-    if isinstance(result[0], OSError):
-        raise result[0]
-    return result[0]
 
 
 def _proc_state(pid: int | None) -> str:
@@ -960,10 +927,7 @@ def run_lab(args: argparse.Namespace) -> int:
 
         try:
             return run_outside(cmd, lab.prefix, argv)
-        except OSError as exc:
-            _err(str(exc))
-            return EXIT_FAIL
-        except RuntimeError as exc:
+        except (OSError, RuntimeError) as exc:
             _err(str(exc))
             return EXIT_FAIL
     try:

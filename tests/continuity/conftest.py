@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -75,13 +73,3 @@ def free_port() -> int:
     return int(port)
 
 
-async def until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Async twin of tests.conftest.wait_until: poll ``pred`` on the loop until truthy or the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what or pred}")
-        await asyncio.sleep(0.02)  # a poll interval, not a wait for an outcome

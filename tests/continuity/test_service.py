@@ -20,7 +20,8 @@ from gateway.core.signals import (
 from gateway.runtime.continuity import ContinuityService
 from gateway.runtime.service import Context
 from gateway.store import Journal
-from tests.continuity.conftest import App, free_port, until
+from tests.conftest import until
+from tests.continuity.conftest import App, free_port
 
 CFG = """
 [site]

@@ -13,6 +13,7 @@ Shared by tests/faults/test_nut_ddl.py (a sample; all with GATEWAY_TEST_FULL=1) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from gateway.core.errors import GatewayError
 from gateway.drivers.ups import UpsDriver
 from gateway.lab.ups import UpsPeerError
 from gateway.lab.upsfarm import UpsFarm
+from tests.conftest import until
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 DDL = SHARED / "nut-ddl"
@@ -116,20 +118,29 @@ def _check_state(reading: core.UpsReading) -> str:
 
 async def _read_one(farm: UpsFarm, name: str, dump: Path, deadline: float) -> Outcome:
     started = time.monotonic()
-    raw: dict[str, str] | None = None
+    got: dict[str, str] = {}
     why = ""
-    while raw is None:
+
+    def served() -> bool:
+        """upsd serves the dump (True), or dummy-ups died on it (True, nothing got); else keep waiting."""
+        nonlocal why
         try:
             raw = farm.raw(name)
-            if raw.get("ups.status", "").strip().upper() == "WAIT":
-                raw, why = None, "ups.status WAIT"
         except (UpsPeerError, OSError) as exc:
             why = str(exc)
-        if raw is None:
-            if time.monotonic() > deadline or (not farm.driver_alive(name) and "DRIVER-NOT-CONNECTED" in why):
-                return Outcome(dump, "nut", f"NUT does not serve it: {why}"
-                               + ("" if farm.driver_alive(name) else " (dummy-ups exited)"))
-            await asyncio.sleep(0.1)  # poll interval while dummy-ups loads the dump
+            return not farm.driver_alive(name) and "DRIVER-NOT-CONNECTED" in why
+        if raw.get("ups.status", "").strip().upper() == "WAIT":
+            why = "ups.status WAIT"
+            return False
+        got.update(raw)
+        return True
+
+    with contextlib.suppress(AssertionError):  # the deadline: told below as what NUT did not serve
+        await until(served, max(0.0, deadline - time.monotonic()), "upsd to serve the dump", interval=0.1)
+    if not got:
+        return Outcome(dump, "nut", f"NUT does not serve it: {why}"
+                       + ("" if farm.driver_alive(name) else " (dummy-ups exited)"))
+    raw = got
     driver = UpsDriver(name, farm.host, farm.port, timeout_s=5.0)
     try:
         reading = await driver.read()

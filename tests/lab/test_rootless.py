@@ -30,6 +30,7 @@ import pytest
 
 from gateway.lab.userns import members
 from tests.conftest import needs_root, wait_until
+from tests.lab.test_lab import recorded_pids
 
 pytestmark = [pytest.mark.lab, needs_root]
 
@@ -127,22 +128,6 @@ class UserLab:
             self.helper.send_signal(signal.SIGTERM)
             self.helper.wait(timeout=10)
             self.helper = None
-
-
-def _pids_of(lab_dir: Path) -> list[int]:
-    pids = []
-    for f in lab_dir.rglob("*.json"):
-        try:
-            data = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict):
-            continue
-        for v in [data.get("pid"), *(data.get("pids") or {}).values(), data.get("sink_pid"),
-                  data.get("modem_pid"), data.get("daemon_pid")]:
-            if isinstance(v, int):
-                pids.append(v)
-    return pids
 
 
 def _running(pid: int) -> bool:
@@ -245,7 +230,7 @@ def test_a_normal_user_brings_a_lab_up_acts_on_it_and_takes_it_down(user_lab: Us
 
     # down leaves nothing: no process of the lab, no namespace (they die with it), no file
     lab_dir = lab.base / lab.prefix
-    pids = [*_pids_of(lab_dir), holder["pid"]]
+    pids = [*recorded_pids(lab_dir), holder["pid"]]
     t0 = time.monotonic()
     r = lab.lab("down")
     down_s = time.monotonic() - t0

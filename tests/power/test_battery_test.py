@@ -22,8 +22,7 @@ from gateway.runtime.continuity import ContinuityService
 from gateway.runtime.power import PowerService
 from gateway.runtime.service import Context
 from gateway.store import Journal
-from tests.conftest import needs_root
-from tests.continuity.conftest import until
+from tests.conftest import needs_root, until
 from tests.power.peers import NutPeer
 
 CFG = """

@@ -11,7 +11,7 @@ from gateway.core.errors import DeviceRefused, DeviceUnavailable, ParseError
 from gateway.drivers.poe import PoeSwitch, load_profile, parse_profile, profiles
 from gateway.drivers.snmp_v2c import V2cClient
 from gateway.drivers.ups import UpsDriver, UpsStale
-from tests.conftest import needs_root, wait_until
+from tests.conftest import needs_root, until, wait_until
 from tests.power.peers import RFC3621_ADMIN, TPLINK_ADMIN, NutPeer, SnmpSim, free_port
 
 pytestmark = [pytest.mark.lab, needs_root]
@@ -64,12 +64,7 @@ def test_stale_driver_is_upsstale_and_upsd_gone_is_unavailable(nut: NutPeer) -> 
                 return True
             return False
 
-        for _ in range(200):
-            if await stale():
-                break
-            await asyncio.sleep(0.1)  # a poll interval while upsd notices the driver is gone
-        else:
-            raise AssertionError("upsd never reported the UPS stale")
+        await until(stale, 20, "upsd to report the UPS stale", interval=0.1)
         with pytest.raises(DeviceRefused):
             await _ups(nut, name="nosuchups").read()
         nowhere = UpsDriver("ups", "127.0.0.1", free_port(), timeout_s=0.5)
