@@ -43,6 +43,7 @@ class StatusFastPath:
         self.app = app
         self.wsgi: Callable[..., Iterable[bytes]] = app.wsgi_app
         self.hits = 0  # answers given here (tests and the bench)
+        self.enabled = True  # off: every request goes through Flask (the bench's baseline)
         self._lock = threading.Lock()
         self._render: Any = None  # the shared cache's value the stored answers were made from
         self._answers: dict[str, _Answer] = {}  # "full" (200) and, by the ETag sent, "304"
@@ -50,6 +51,7 @@ class StatusFastPath:
         self._built_at = 0.0  # when the stored answers' render was built (the shared cache's clock)
         self._generation = -1  # the shared cache's generation they belong to
         self._lan: dict[str, bool] = {}
+        self._asgi: dict[str, tuple[dict[str, Any], dict[str, Any], _Answer]] = {}  # the answers as ASGI
 
     def _open_to(self, addr: str) -> bool:
         if self.app.config["BACKEND"].config.web.read_only != "lan":
@@ -63,7 +65,7 @@ class StatusFastPath:
         return ok
 
     def _eligible(self, environ: dict[str, Any]) -> bool:
-        return (environ.get("PATH_INFO") == PATH and environ.get("REQUEST_METHOD") == "GET"
+        return (self.enabled and environ.get("PATH_INFO") == PATH and environ.get("REQUEST_METHOD") == "GET"
                 and not environ.get("QUERY_STRING") and not environ.get("SCRIPT_NAME")
                 and "HTTP_AUTHORIZATION" not in environ and "HTTP_COOKIE" not in environ
                 and self.app.config["STATUS_CACHE_S"] > 0 and self._open_to(environ.get("REMOTE_ADDR") or ""))
@@ -77,8 +79,9 @@ class StatusFastPath:
         now = cache.clock()
         return now - e[0], e[1], e[2], now
 
-    def _stored(self, environ: dict[str, Any]) -> _Answer | bool | None:
-        """The stored answer for this request; True when this request is to make the next answer; None: Flask."""
+    def _stored(self, environ: dict[str, Any], claim: bool = True) -> _Answer | bool | None:
+        """The stored answer for this request; True when this request is to make the next answer (it is then
+        marked as being made, if ``claim``); None: Flask."""
         current, ttl = self._current(), self.app.config["STATUS_CACHE_S"]
         with self._lock:
             if current is None or self._render is None or current[2] != self._generation:
@@ -88,7 +91,7 @@ class StatusFastPath:
                 # the render aged, or a newer one has no answer here yet: one request goes to Flask for it;
                 # the others get the stored answer while it is younger than twice STATUS_CACHE_S
                 if not self._refreshing:
-                    self._refreshing = True
+                    self._refreshing = claim
                     return True
                 if now - self._built_at >= 2 * ttl:
                     return None
@@ -115,6 +118,39 @@ class StatusFastPath:
                 self._render, self._answers = render, {}
                 self._built_at, self._generation = now - age, generation
             self._answers[variant] = answer
+            self._asgi.pop(variant, None)
+
+    def asgi_answer(self, scope: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | bool | None:
+        """For an ASGI request (web/serve.py asks on its event loop): the stored answer as uvicorn's two messages
+        (start, body); True when this request is to make the next answer (through the WSGI side, this layer
+        included, which marks it); None: the WSGI side answers."""
+        if scope["path"] != PATH or scope["method"] != "GET":
+            return None
+        started = time.perf_counter()
+        environ: dict[str, Any] = {"PATH_INFO": PATH, "REQUEST_METHOD": "GET",
+                                   "QUERY_STRING": scope["query_string"].decode("latin-1"),
+                                   "SCRIPT_NAME": scope.get("root_path", ""),
+                                   "REMOTE_ADDR": (scope.get("client") or ("",))[0]}
+        for k, v in scope["headers"]:
+            if k in _ASGI_HEADERS:
+                environ[_ASGI_HEADERS[k]] = v.decode("latin-1")
+        if not self._eligible(environ):
+            return None
+        hit = self._stored(environ, claim=False)
+        if not isinstance(hit, tuple):
+            return hit
+        variant = "full" if "HTTP_IF_NONE_MATCH" not in environ else "304"
+        with self._lock:
+            msgs = self._asgi.get(variant)
+            if msgs is None or msgs[2] is not hit:
+                status, headers, body = hit
+                msgs = ({"type": "http.response.start", "status": int(status[:3]),
+                         "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]},
+                        {"type": "http.response.body", "body": body}, hit)
+                self._asgi[variant] = msgs
+            self.hits += 1
+        self.app.config["METRICS"].observe("GET", ENDPOINT, int(hit[0][:3]), time.perf_counter() - started)
+        return msgs[0], msgs[1]
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not self._eligible(environ):
@@ -152,6 +188,10 @@ class StatusFastPath:
         if seen:
             self._keep(environ, (seen[0], seen[1], body))
         return [body]
+
+
+_ASGI_HEADERS = {b"authorization": "HTTP_AUTHORIZATION", b"cookie": "HTTP_COOKIE",
+                 b"if-none-match": "HTTP_IF_NONE_MATCH"}
 
 
 def _etag(headers: list[tuple[str, str]]) -> str | None:

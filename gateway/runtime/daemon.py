@@ -11,7 +11,6 @@ import os
 import secrets
 import signal
 import socket
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +45,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("waitress", "pysnmp", "pyroute2", "asyncio", "urllib3", "apprise"):
+    for noisy in ("uvicorn", "pysnmp", "pyroute2", "asyncio", "urllib3", "apprise"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -164,21 +163,12 @@ class Daemon:
 
     # ---------------------------------------------------------------------------------------- web
     def _start_web(self) -> str:
-        from waitress.server import create_server
-
         from web.app import create_app
+        from web.serve import WebServer
 
         app = create_app(DaemonBackend(self))
-        socks = listen_sockets()
-        if socks:
-            server = create_server(app, sockets=socks, threads=8, ident="office-gateway")
-        else:
-            host, _, port = self.cfg.web.listen.rpartition(":")
-            server = create_server(app, host=host.strip("[]") or "0.0.0.0", port=int(port), threads=8,
-                                   ident="office-gateway")
-        self.web_server = server
-        threading.Thread(target=server.run, name="web", daemon=True).start()
-        return _server_url(server, self.cfg.web.listen)
+        self.web_server = WebServer(app, sockets=listen_sockets() or None, listen=self.cfg.web.listen).start()
+        return str(self.web_server.url)
 
     # ---------------------------------------------------------------------------------- lifecycle
     def reload(self) -> None:
@@ -246,37 +236,21 @@ class Daemon:
         log.info("stopping")
         for t in extra:
             t.cancel()
+        if self.web_server is not None:
+            # first, off the loop: an action in progress still needs the loop (and the services) to finish
+            await asyncio.to_thread(self.web_server.close)
         for svc in reversed(list(self.ctx.services.values())):
             try:
                 async with asyncio.timeout(10):
                     await svc.stop()
             except Exception:
                 log.exception("%s: stop failed", svc.name)
-        if self.web_server is not None:
-            self.web_server.close()
         self.journal.add_event("daemon.stop", "daemon stopped")
         if not self.journal.flush():
             log.error("journal: %d rows could not be written before stopping (%s)", len(self.journal.held),
                       self.journal.full_error)
         self.journal.close()
         return 0
-
-
-def _server_url(server: Any, listen: str) -> str:
-    """The URL of the web server: its first socket (a server on several sockets, e.g. systemd's or the lab's
-    loopback + LAN pair, has ``effective_listen`` and no single ``effective_host``)."""
-    listening = getattr(server, "effective_listen", None)
-    if listening:
-        host, port = listening[0][0], listening[0][1]
-    elif hasattr(server, "effective_host"):
-        host, port = server.effective_host, server.effective_port
-    else:
-        host, _, port = listen.rpartition(":")
-        host = host.strip("[]")
-    host = str(host)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
 
 
 class DaemonBackend:

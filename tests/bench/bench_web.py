@@ -1,10 +1,9 @@
 """Web figures: page weight, /api/v1/status latency (in-process vs a trivial Flask route, and under 50
-concurrent loopback clients through waitress), and first render in headless Chromium."""
+concurrent loopback clients through the daemon's web server), and first render in headless Chromium."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import statistics
@@ -18,6 +17,7 @@ from typing import Any
 from flask import Flask
 
 from web.app import STATUS_CACHE_S
+from web.serve import WORKERS
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -98,10 +98,14 @@ def _paced(url: str, path: str, clients: int = 50, every_s: float = 1.0, rounds:
 
 
 def _floor_app(body: bytes) -> Any:
-    """The server's own floor: a WSGI app that answers the same bytes and does nothing else."""
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        return [body]
+    """The server's own floor: an ASGI app that answers the same bytes and does nothing else."""
+    start = {"type": "http.response.start", "status": 200,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    done = {"type": "http.response.body", "body": body}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(start)
+        await send(done)
     return app
 
 
@@ -139,18 +143,17 @@ def run() -> dict[str, dict[str, object]]:
         out["web_page_render_p50"] = {"value": round(statistics.median(page_t), 2), "unit": "ms", "baseline": None,
                                       "goal": "server-side render incl. SVG charts"}
 
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth" under load is expected
-        srv = Served(env.app, threads=8)  # as the daemon serves it
+        srv = Served(env.app, threads=WORKERS)  # as the daemon serves it
         body = c.get("/api/v1/status").data
-        floor = Served(_floor_app(body), threads=8)
+        floor = Served(env.app, asgi=_floor_app(body))
         fast = env.app.wsgi_app
         try:
             # the same run, the same server, three ways: Flask's route with the shared render (the fast path
-            # off), the fast path, and waitress answering the same bytes with no application at all
+            # off), the fast path, and the server answering the same bytes with no application at all
             env.app.config["STATUS_CACHE_S"] = STATUS_CACHE_S  # the daemon's default
-            env.app.wsgi_app = fast.wsgi
+            fast.enabled = False
             flask = _concurrent(srv.url, "/api/v1/status")
-            env.app.wsgi_app = fast
+            fast.enabled = True
             hits = fast.hits
             lat = _concurrent(srv.url, "/api/v1/status")
             served_fast = fast.hits - hits
@@ -158,18 +161,18 @@ def run() -> dict[str, dict[str, object]]:
             out["web_status_p50_50clients"] = {
                 "value": round(lat["p50"], 2), "unit": "ms", "baseline": round(flask["p50"], 2),
                 "floor": round(bare["p50"], 2),
-                "goal": "loopback, waitress, 50 closed-loop wrk connections; baseline: through Flask's route"}
+                "goal": "loopback, uvicorn, 50 closed-loop wrk connections; baseline: through Flask's route"}
             out["web_status_p99_50clients"] = {
                 "value": round(lat["p99"], 2), "unit": "ms", "baseline": round(flask["p99"], 2),
                 "floor": round(bare["p99"], 2),
-                "goal": "<= 20 ms; baseline: through Flask's route; floor: waitress with no app"}
+                "goal": "<= 20 ms; baseline: through Flask's route; floor: uvicorn with no app"}
             out["web_status_p99_50clients_floor"] = {
                 "value": round(bare["p99"], 2), "unit": "ms", "baseline": None,
-                "goal": "waitress answering the same bytes with no application: the server's own floor"}
+                "goal": "uvicorn answering the same bytes with no application: the server's own floor"}
             out["web_status_rps_50clients"] = {
                 "value": round(lat["rps"]), "unit": "req/s", "baseline": round(flask["rps"]),
                 "floor": round(bare["rps"]), "fast_share": round(min(1.0, served_fast / lat["n"]), 3),
-                "goal": "throughput of the same load; floor: waitress with no app"}
+                "goal": "throughput of the same load; floor: uvicorn with no app"}
             paced = _paced(srv.url, "/api/v1/status")
             out["web_status_p99_50pages"] = {
                 "value": round(_pct(paced, 99), 2), "unit": "ms", "baseline": None,

@@ -30,8 +30,8 @@ except OSError:
 else:
     sys.exit("W+X mapping allowed: MDWE is not in force")
 # what the daemon loads
-import gateway.runtime.daemon, gateway.store, gateway.config, web
-import pyroute2, gpiozero, serial, flask, waitress, sqlite3, apprise, pysnmp
+import gateway.runtime.daemon, gateway.store, gateway.config, web.serve
+import pyroute2, gpiozero, serial, flask, uvicorn.protocols.http.httptools_impl, sqlite3, apprise, pysnmp
 cb = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda x: x + 1)
 assert cb(41) == 42
 print("ok")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,16 +208,13 @@ def login_env(tmp_path: Path) -> Iterator[Env]:
 
 
 class Served:
-    """The app under waitress on 127.0.0.1 in a thread (as the daemon serves it)."""
+    """The app served on 127.0.0.1 in a thread, as the daemon serves it (web/serve.py)."""
 
-    def __init__(self, app: Any, threads: int = 4) -> None:
-        from waitress.server import create_server
+    def __init__(self, app: Any, threads: int = 4, asgi: Any = None) -> None:
+        from web.serve import WebServer
 
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads, ident="office-gateway-test")
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, name="waitress-test", daemon=True)
-        self.thread.start()
+        self.server = WebServer(app, workers=threads, name="office-gateway-test", asgi=asgi).start()
+        self.url = self.server.url
 
     def close(self) -> None:
         self.server.close()
-        self.thread.join(5)
