@@ -12,14 +12,18 @@ The daemon, the tests and the benchmark all serve through ``WebServer``: the sam
 from __future__ import annotations
 
 import io
+import json
 import logging
 import socket
 import threading
+from http import HTTPStatus
 from typing import Any
 
+import httptools
 import uvicorn
 from a2wsgi import WSGIMiddleware
 from a2wsgi.wsgi import build_environ
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from web.fastpath import StatusFastPath
 
@@ -32,6 +36,7 @@ STARTUP_S = 10.0
 # cancelled.  Idle connections are closed at once.
 GRACEFUL_S = 20
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
+MAX_HEAD_BYTES = 64 * 1024  # a request's URL and headers together (the page's own are under 2 KB)
 
 
 class Front:
@@ -77,6 +82,47 @@ class Front:
             getattr(chunks, "close", lambda: None)()
         await send({"type": "http.response.start", "status": seen[0], "headers": seen[1]})
         await send({"type": "http.response.body", "body": body})
+
+
+class Http(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools) with two of the box's rules:
+
+    - a request's head (URL and headers) is at most ``MAX_HEAD_BYTES``: httptools sets no limit, so a peer
+      sending headers without end would grow the daemon's memory without end;
+    - a request the parser refuses gets the API's JSON error (``{"error": {"code", "message"}}``), like every
+      other 4xx, not uvicorn's plain text."""
+
+    _head = 0
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head = 0
+
+    def _grow(self, n: int) -> None:
+        self._head += n
+        if self._head > MAX_HEAD_BYTES:
+            raise httptools.HttpParserError("request head too large")  # uvicorn answers it (below) and closes
+
+    def on_url(self, url: bytes) -> None:
+        self._grow(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._grow(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        if self._head > MAX_HEAD_BYTES:
+            status, code = 431, "head_too_large"
+            message = f"the request's URL and headers are over {MAX_HEAD_BYTES // 1024} KiB"
+        else:
+            status, code, message = 400, "bad_request", "the request is not valid HTTP/1.1"
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}".encode()]
+        head += [name + b": " + value for name, value in self.server_state.default_headers]
+        head += [b"content-type: application/json", b"content-length: %d" % len(body), b"connection: close"]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.transport.close()
 
 
 def bind(listen: str) -> list[socket.socket]:
@@ -130,7 +176,7 @@ class WebServer:
             s.setblocking(False)
         self.front = Front(app, workers)
         config = uvicorn.Config(
-            asgi or self.front, http="httptools", loop="asyncio", interface="asgi3", lifespan="off",
+            asgi or self.front, http=Http, ws="none", loop="asyncio", interface="asgi3", lifespan="off",
             log_config=None, access_log=False, proxy_headers=False,  # the peer's address is the socket's
             server_header=False, headers=[("server", name)], timeout_keep_alive=KEEP_ALIVE_S,
             timeout_graceful_shutdown=GRACEFUL_S)

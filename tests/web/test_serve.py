@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import wait_until
 from tests.web.conftest import TOKEN, Env, Served
 from web.fastpath import StatusFastPath
-from web.serve import WebServer, bind
+from web.serve import MAX_HEAD_BYTES, WebServer, bind
 
 
 class Clock:
@@ -134,14 +134,36 @@ def test_an_action_over_the_wire_drops_the_stored_answer(served: Any) -> None:
     assert json.loads(after[2])["override"] == {"target": "lte", "who": "api"} and fp.hits == 1
 
 
-def test_bad_http_gets_a_400_and_the_server_goes_on(served: Any) -> None:
-    _, srv, _, _ = served
+def raw(srv: Served, data: bytes) -> tuple[bytes, dict[str, Any]]:
+    """Send bytes as they are; the status line and the JSON body of the answer (the server closes)."""
     host, port = srv.url.removeprefix("http://").split(":")
-    for raw in (b"\x00\x01garbage\r\n\r\n", b"GET /api/v1/\xffstatus HTTP/1.1\r\nHost: x\r\n\r\n",
-                b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
-        with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(raw)
-            assert s.recv(4096).startswith(b"HTTP/1.1 400 "), raw
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(data)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    return head.split(b"\r\n")[0], json.loads(body)
+
+
+def test_bad_http_gets_a_json_400_and_the_server_goes_on(served: Any) -> None:
+    _, srv, _, _ = served
+    for data in (b"\x00\x01garbage\r\n\r\n", b"GET /api/v1/\xffstatus HTTP/1.1\r\nHost: x\r\n\r\n",
+                 b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
+        status, body = raw(srv, data)
+        assert status == b"HTTP/1.1 400 Bad Request" and body["error"]["code"] == "bad_request", data
+    assert get(srv)[0] == 200
+
+
+def test_a_request_head_over_64_kib_gets_431(served: Any) -> None:
+    _, srv, _, _ = served
+    assert get(srv, headers={"X-Pad": "a" * (MAX_HEAD_BYTES - 1024)})[0] == 200  # just under: answered
+    status, body = raw(srv, b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * MAX_HEAD_BYTES
+                       + b"\r\n\r\n")
+    assert status == b"HTTP/1.1 431 Request Header Fields Too Large" and body["error"]["code"] == "head_too_large"
+    status, body = raw(srv, b"GET /" + b"a" * MAX_HEAD_BYTES + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 431 ")
     assert get(srv)[0] == 200
 
 
