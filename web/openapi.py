@@ -153,10 +153,12 @@ def document() -> dict[str, Any]:
         "/api/v1/orders": {
             "get": _get("Temporary order numbers", {"type": "array", "items": _ref("Order")},
                         [_q("open", {"type": "string", "enum": ["0", "1"]}, "1: only those not reconciled")]),
-            "post": _action("A temporary order number for staff initials (action order_number)", {
+            "post": {**_action("A temporary order number for staff initials (action order_number)", {
                 "type": "object", "required": ["initials"], "properties": {
                     "initials": {"type": "string", "pattern": "^[A-Za-z]{1,4}$"},
-                    "note": {"type": "string", "maxLength": 500}}})},
+                    "note": {"type": "string", "maxLength": 500}}}),
+                # staff on the LAN need no login (read_only = "lan"), only their page's CSRF token
+                "security": [{}, *SECURED]}},
         "/api/v1/orders/{number}/reconcile": {"post": _action(
             "Mark a temporary order as entered in the CRM (action order.reconcile)", None,
             [{"name": "number", "in": "path", "required": True, "schema": {"type": "string"}}])},
