@@ -22,6 +22,10 @@ When the render grows older than ``STATUS_CACHE_S``, one request goes through Fl
 the others meanwhile get the stored answer, at most two ``STATUS_CACHE_S`` old (half a second by default),
 instead of all queueing behind that render: without this, every quarter second all the server's threads
 met in Flask at once and the 50-client p99 was four times the server's own floor.
+
+The daemon's server (web/serve.py) asks ``asgi_answer`` first, on its event loop, so a stored answer never
+reaches a WSGI thread at all; the request that is to make the next answer runs this layer and Flask on that
+loop too.  Everything else, and this layer's own WSGI path, serves any WSGI server (and the test client).
 """
 
 from __future__ import annotations
