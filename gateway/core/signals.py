@@ -38,11 +38,12 @@ class LoadChanged(Event):
 class UplinkStatus(Event):
     name: str
     role: str  # primary | backup
-    state: str  # up | degraded | down | standby
+    state: str  # up | degraded | down | standby (as shown: a healthy uplink carrying no traffic is standby)
     active: bool
     reason: str = ""
     rtt_ms: float | None = None
     loss_pct: float | None = None
+    health: str = ""  # the probes' own verdict: up | degraded | down | standby | unknown ("": as state)
 
 
 @dataclass(frozen=True)

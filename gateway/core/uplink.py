@@ -544,5 +544,6 @@ def _publish(state: UplinksState, effects: list[Effect]) -> UplinksState:
             continue
         if old.get(u.name) != (shown, active):
             loss = uplink_loss_pct(u, p.window)
-            effects.append(Publish(UplinkStatus(u.name, u.role, shown, active, u.reason, uplink_rtt_ms(u), loss)))
+            effects.append(Publish(UplinkStatus(u.name, u.role, shown, active, u.reason, uplink_rtt_ms(u), loss,
+                                                u.health)))
     return replace(state, published=tuple(now_pub)) if tuple(now_pub) != state.published else state

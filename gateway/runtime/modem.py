@@ -239,9 +239,13 @@ class ModemService(Service):
     # ---------------------------------------------------------------------------------- bus facts
     def _on_uplink(self, fact: UplinkStatus) -> None:
         backup = self.ctx.config.uplink("backup")
-        if backup is None or fact.name != backup.name or fact.state == "standby":
+        # the probes' verdict, not the shown state: a healthy LTE behind a working wired line is shown as
+        # standby, and taking that for "no verdict" left a down verdict standing, so the ladder re-dialled a
+        # modem whose probes answered again
+        health = fact.health or fact.state
+        if backup is None or fact.name != backup.name or health in ("standby", "unknown"):
             return
-        ok = fact.state in ("up", "degraded")
+        ok = health in ("up", "degraded")
         if ok != self.core.data_path_ok:
             self._feed(core.DataPath(ok, fact.reason))
             self._wake.set()

@@ -45,7 +45,11 @@ def probes_sent(office: Office) -> dict[str, float]:
 
 def settle(office: Office) -> tuple[int, int]:
     """Wait for the office at rest (wired carrying traffic, LTE healthy behind it); return (baseline, pid)."""
-    office.wait(lambda: wired_carries_traffic(office) and default_dev(office) == "wan0" and journaled_up(office),
+    # LTE too, and the modem done with any recovery: after a test that cut LTE, a rung the modem took
+    # (re-dial, radio reset) bounces its link until the modem reports it recovered
+    office.wait(lambda: wired_carries_traffic(office) and default_dev(office) == "wan0" and journaled_up(office)
+                and uplink(office, "lte")["state"] in ("up", "standby")
+                and (office.snapshot() or {}).get("modem", {}).get("recovery_rung", "?") is None,
                 90, "wired up and active, LTE healthy, and the journal caught up")
     return office.last_event_id(), office.pid
 

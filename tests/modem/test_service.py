@@ -104,6 +104,12 @@ async def poll_until(svc: ModemService, clock: Clock, pred: Any, step_s: float =
     raise AssertionError("condition not reached within the polls")
 
 
+def registered(emu: Emu) -> None:
+    """The emulator registers in real time while the polls move a fake clock: on a loaded machine forty quick
+    polls could see "not registered" for minutes of fake time and start the recovery ladder."""
+    wait_until(lambda: emu.status()["registered"], 10, what="the emulator registered")
+
+
 def test_ladder_on_a_hung_modem_gives_up_with_a_critical_event(tmp_path: Path, emu: Emu) -> None:
     svc, ctx, clock = make(tmp_path, device=emu.path)
     cycles: list[ModemPowerCycle] = []
@@ -112,6 +118,7 @@ def test_ladder_on_a_hung_modem_gives_up_with_a_critical_event(tmp_path: Path, e
     ctx.bus.subscribe(ModemStatus, statuses.append)
 
     async def main() -> None:
+        registered(emu)
         await poll_until(svc, clock, lambda: svc.core.phase == "connected")  # warm standby dialled
         emu.control("hang")
         await poll_until(svc, clock, lambda: svc.core.state == "failed")
@@ -136,6 +143,7 @@ def test_power_cycle_brings_a_hung_modem_back(tmp_path: Path, emu: Emu) -> None:
     ctx.bus.subscribe(ModemPowerCycle, lambda fact: emu.control("power-cycle"))
 
     async def main() -> None:
+        registered(emu)
         await poll_until(svc, clock, lambda: svc.core.phase == "connected")
         emu.control("hang")
         await poll_until(svc, clock, lambda: svc.core.recovery_rung == "power_cycle")
@@ -158,14 +166,41 @@ def test_data_path_failure_from_the_uplink_probes_redials(tmp_path: Path) -> Non
 
     async def main() -> None:
         await poll_until(svc, clock, lambda: svc.core.phase == "connected")
-        ctx.bus.publish(UplinkStatus("lte", "backup", "down", False, "3/3 targets lost"))
+        ctx.bus.publish(UplinkStatus("lte", "backup", "down", False, "3/3 targets lost", health="down"))
         await poll_until(svc, clock, lambda: svc.core.recovery_rung == "redial")
-        ctx.bus.publish(UplinkStatus("lte", "backup", "up", False))
+        # as the uplinks publish a healthy LTE behind a working wired line: shown standby, probes say up
+        ctx.bus.publish(UplinkStatus("lte", "backup", "standby", False, "3/3 targets answering", health="up"))
         await poll_until(svc, clock, lambda: svc.core.rung == 0)
 
     asyncio.run(main())
     assert "hangup" in fake.calls and fake.calls.count("dial internet") == 2
     assert "modem.recovered" in kinds(ctx)
+
+
+def test_lte_answering_again_before_the_ladder_starts_takes_no_rung(tmp_path: Path) -> None:
+    """LTE lost for a moment (both lines cut, say) and healthy again behind wired: the down verdict is taken
+    back by the standby fact with its probes' verdict, and no re-dial bounces the link afterwards."""
+    fake = FakeModemDriver()
+    svc, ctx, clock = make(tmp_path, driver=fake)
+
+    async def main() -> None:
+        # connected, and the dialling's own trouble over (else the ladder's clock keeps running from it)
+        await poll_until(svc, clock, lambda: svc.core.phase == "connected" and svc.core.trouble is None)
+        ctx.bus.publish(UplinkStatus("lte", "backup", "down", False, "2/3 targets lost", health="down"))
+        assert svc.core.data_path_ok is False
+        ctx.bus.publish(UplinkStatus("lte", "backup", "standby", False, "3/3 targets answering", health="up"))
+        assert svc.core.data_path_ok is True
+        for _ in range(20):
+            clock.t += 6.0
+            await svc.poll()
+        # a standby without a verdict (not dialled yet, waiting for its carrier) changes nothing
+        ctx.bus.publish(UplinkStatus("lte", "backup", "standby", False, "not dialled yet", health="standby"))
+        assert svc.core.data_path_ok is True
+        await svc.stop()
+
+    asyncio.run(main())
+    assert "modem.recovery" not in kinds(ctx) and fake.calls.count("dial internet") == 1, \
+        [e["message"] for e in ctx.journal.events(kind_prefix="modem.")]
 
 
 def test_cold_standby_dials_on_failover_and_policy_follows(tmp_path: Path) -> None:

@@ -79,6 +79,16 @@ def test_blackhole_fails_over_after_down_after_losses_with_reason() -> None:
     assert kinds.count("uplink.switch") == 1 and kinds.count("uplink.state") == 1
 
 
+def test_a_healthy_backup_behind_the_primary_is_shown_standby_with_its_probes_verdict() -> None:
+    """The modem takes the probes' verdict from these facts: standby alone would not say LTE answers again."""
+    s = started()
+    s.rounds(LOST, lte=False)
+    s.rounds(6)
+    facts = [e.fact for e in s.effects if isinstance(e, core.Publish) and isinstance(e.fact, UplinkStatus)
+             and e.fact.name == "lte"]
+    assert [(f.state, f.health, f.active) for f in facts] == [("down", "down", False), ("standby", "up", False)]
+
+
 def test_one_dead_target_never_fails_over() -> None:
     s = started()
     s.rounds(500, wired={"t1": False})
