@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.core import panel as core
@@ -286,17 +286,21 @@ def test_led_values_are_on_or_off(name: str, t: float) -> None:
 @given(st.sampled_from(sorted(core.BUZZER_PATTERNS)), st.sampled_from(sorted(core.LED_PATTERNS)),
        st.floats(0.0, 1000.0, allow_nan=False), st.floats(0.0, 100.0, allow_nan=False),
        st.floats(0.001, 0.999))
+@example("critical", "fast_blink", 130.5, 1.9999999999999858, 0.5)  # a float-rounding edge hypothesis found once
 def test_next_change_never_sleeps_past_an_edge(buzz: str, led: str, now: float, since_ago: float,
                                                frac: float) -> None:
     out = core.PanelOutput((("power", core.LedOut(led)),), buzz, now - since_ago, "none")
     wait = core.next_change(out, now)
+    # the pattern's clock as the panel reads it: now - since, which float rounding can put on the other side
+    # of an edge than since_ago itself (1.9999999999999858 ago at 130.5 is exactly 2.0)
+    into = now - out.buzzer_since
     if wait is None:
         for dt in (0.5, 7.0, 61.0):
             assert core.led_value(led, now + dt) == core.led_value(led, now)
-            assert core.buzzer_on(buzz, since_ago + dt) == core.buzzer_on(buzz, since_ago)
+            assert core.buzzer_on(buzz, into + dt) == core.buzzer_on(buzz, into)
         return
     assert wait > 0
     assume(wait > 1e-6)  # closer to an edge than float rounding of `now + wait` can tell apart
     t = now + wait * frac  # any moment before the predicted change looks like now
     assert core.led_value(led, t) == core.led_value(led, now)
-    assert core.buzzer_on(buzz, t - (now - since_ago)) == core.buzzer_on(buzz, since_ago)
+    assert core.buzzer_on(buzz, t - out.buzzer_since) == core.buzzer_on(buzz, into)
