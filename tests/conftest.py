@@ -14,6 +14,16 @@ import pytest
 T = TypeVar("T")
 
 
+class Clock:
+    """A monotonic clock the test moves by hand (``clock.t += 5``), for services and caches that take one."""
+
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def wait_until(pred: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> T:
     """Poll ``pred`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

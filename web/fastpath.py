@@ -39,7 +39,8 @@ from web.auth import is_lan
 
 PATH = "/api/v1/status"
 ENDPOINT = "api.status"
-_Answer = tuple[str, list[tuple[str, str]], bytes]
+# status line, headers, body; and the same as uvicorn's two messages (start, body), made once when kept
+_Answer = tuple[str, list[tuple[str, str]], bytes, dict[str, Any], dict[str, Any]]
 
 
 class StatusFastPath:
@@ -55,7 +56,6 @@ class StatusFastPath:
         self._built_at = 0.0  # when the stored answers' render was built (the shared cache's clock)
         self._generation = -1  # the shared cache's generation they belong to
         self._lan: dict[str, bool] = {}
-        self._asgi: dict[str, tuple[dict[str, Any], dict[str, Any], _Answer]] = {}  # the answers as ASGI
 
     def _open_to(self, addr: str) -> bool:
         if self.app.config["BACKEND"].config.web.read_only != "lan":
@@ -105,8 +105,7 @@ class StatusFastPath:
             hit = self._answers.get("304")
             return hit if hit is not None and _etag(hit[1]) == inm else None
 
-    def _keep(self, environ: dict[str, Any], answer: _Answer) -> None:
-        status, headers, _ = answer
+    def _keep(self, environ: dict[str, Any], status: str, headers: list[tuple[str, str]], body: bytes) -> None:
         current = self._current()
         if current is None or current[0] >= self.app.config["STATUS_CACHE_S"]:
             return  # made from a render that is already old
@@ -121,8 +120,10 @@ class StatusFastPath:
             if render is not self._render or generation != self._generation:
                 self._render, self._answers = render, {}
                 self._built_at, self._generation = now - age, generation
-            self._answers[variant] = answer
-            self._asgi.pop(variant, None)
+            self._answers[variant] = (status, headers, body, {
+                "type": "http.response.start", "status": int(status[:3]),
+                "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]},
+                {"type": "http.response.body", "body": body})
 
     def asgi_answer(self, scope: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | bool | None:
         """For an ASGI request (web/serve.py asks on its event loop): the stored answer as uvicorn's two messages
@@ -143,18 +144,9 @@ class StatusFastPath:
         hit = self._stored(environ, claim=False)
         if not isinstance(hit, tuple):
             return hit
-        variant = "full" if "HTTP_IF_NONE_MATCH" not in environ else "304"
-        with self._lock:
-            msgs = self._asgi.get(variant)
-            if msgs is None or msgs[2] is not hit:
-                status, headers, body = hit
-                msgs = ({"type": "http.response.start", "status": int(status[:3]),
-                         "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]},
-                        {"type": "http.response.body", "body": body}, hit)
-                self._asgi[variant] = msgs
-            self.hits += 1
+        self.hits += 1
         self.app.config["METRICS"].observe("GET", ENDPOINT, int(hit[0][:3]), time.perf_counter() - started)
-        return msgs[0], msgs[1]
+        return hit[3], hit[4]
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not self._eligible(environ):
@@ -168,7 +160,7 @@ class StatusFastPath:
                 with self._lock:
                     self._refreshing = False
         if isinstance(hit, tuple):
-            status, headers, body = hit
+            status, headers, body = hit[:3]
             start_response(status, headers)
             self.hits += 1
             self.app.config["METRICS"].observe("GET", ENDPOINT, int(status[:3]), time.perf_counter() - started)
@@ -190,7 +182,7 @@ class StatusFastPath:
             if close is not None:
                 close()
         if seen:
-            self._keep(environ, (seen[0], seen[1], body))
+            self._keep(environ, seen[0], seen[1], body)
         return [body]
 
 

@@ -15,7 +15,7 @@ from gateway.drivers.modem_fake import HEALTHY, FakeModemDriver
 from gateway.runtime.modem import BUDGET_KEY, ModemService
 from gateway.runtime.service import Context
 from gateway.store import Journal
-from tests.conftest import until, wait_until
+from tests.conftest import Clock, until, wait_until
 from tests.modem.conftest import Emu
 
 CFG = """
@@ -56,14 +56,6 @@ recovery_backoff_s = 10.0
 registration_timeout_s = 60.0
 giveup_retry_s = 100000.0
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class FakeNft:

@@ -31,6 +31,7 @@ from gateway.lab import panel_client
 from gateway.runtime.panel import PanelService
 from gateway.runtime.service import Context
 from gateway.store import Journal
+from tests.conftest import Clock
 
 CFG = """
 [site]
@@ -55,14 +56,6 @@ pin_factory = "mock"
 hold_s = 0.5
 {extra}
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from gateway.drivers.ups_fake import FakeUpsDriver
 from gateway.runtime.power import OUTAGE_KEY, PowerService
 from gateway.runtime.service import Context
 from gateway.store import Journal
-from tests.conftest import needs_root, until, wait_until
+from tests.conftest import Clock, needs_root, until, wait_until
 from tests.power.peers import NutPeer, SnmpSim
 
 CFG = """
@@ -88,14 +88,6 @@ name = "wired"
 interface = "eth1"
 role = "primary"
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def make_cfg(tmp: Path, **kw: Any) -> config.Config:

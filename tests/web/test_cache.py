@@ -6,20 +6,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from tests.conftest import Clock
 from tests.web.conftest import Env, Served
 from web.cache import RenderCache
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_value_is_kept_for_the_ttl_built_once_and_dropped_on_clear() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     cache = RenderCache(clock)
     built: list[int] = []
 
@@ -40,7 +33,7 @@ def test_value_is_kept_for_the_ttl_built_once_and_dropped_on_clear() -> None:
 
 
 def test_a_build_that_fails_caches_nothing_and_a_clear_during_a_build_wins() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     cache = RenderCache(clock)
 
     def boom() -> int:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import Clock
 from tests.web.conftest import TOKEN, Env
 from web.fastpath import StatusFastPath
 
@@ -103,14 +104,6 @@ def test_a_stale_render_is_not_kept(env: Env) -> None:
     assert fp.hits == 0
     env.app.config["STATUS_CACHE_S"] = 0.0  # no shared render at all: no fast path either
     assert c.get("/api/v1/status").status_code == 200 and fp.hits == 0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_while_one_request_makes_the_next_render_the_others_get_the_last_answer(env: Env) -> None:

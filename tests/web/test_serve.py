@@ -14,18 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import Clock, wait_until
 from tests.web.conftest import TOKEN, Env, Served
 from web.fastpath import StatusFastPath
 from web.serve import MAX_HEAD_BYTES, WebServer, bind
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
